@@ -1,0 +1,385 @@
+"""The telemetry hook: one ``CallContext`` per LLM call and ``record_*`` for every event type.
+
+Both pipelines are fed from here. ``CallContext.new`` fixes, before an LLM call starts, every id
+the call will be known by: the HF event id, the session, user and turn, the call site's ``kind``
+and, when LangFuse forwarding is on, the trace and observation ids its generation will carry.
+The context travels to litellm under one namespaced metadata key (``ml_intern``), so the
+LangFuse logger reads the same ids that the HF row gets.
+
+Every ``record_*`` builds one ``Event`` and hands it to ``session.send_event``. None of them
+raises into the agent (see ``agent.core.guard``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from agent.core import guard
+from agent.core.redact import scrub
+from agent.core.session import Event, Session, new_id, utcnow
+
+logger = logging.getLogger(__name__)
+
+METADATA_KEY = "ml_intern"
+
+Kind = Literal["main", "research", "compaction", "effort_probe", "restore"]
+KINDS: tuple[str, ...] = ("main", "research", "compaction", "effort_probe", "restore")
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Everything an LLM call is known by, fixed before the call starts."""
+
+    event_id: str
+    kind: str
+    session_id: str
+    user_id: str | None
+    turn_index: int
+    langfuse_trace_id: str | None = None
+    langfuse_observation_id: str | None = None
+    langfuse_sampled: bool | None = None
+    # A per-call redaction override: may only make the operator's policy stricter.
+    redact: str | None = None
+    started_monotonic: float = field(default_factory=time.monotonic, compare=False)
+
+    @classmethod
+    def new(cls, session: Session, kind: str, *, redact: str | None = None) -> CallContext:
+        if kind not in KINDS:
+            raise ValueError(f"unknown call kind {kind!r}; expected one of {', '.join(KINDS)}")
+        link = session.link()
+        return cls(
+            event_id=new_id(),
+            kind=kind,
+            session_id=session.session_id,
+            user_id=session.user_id,
+            turn_index=session.turn_index,
+            langfuse_trace_id=link.trace_id,
+            langfuse_observation_id=link.observation_id,
+            langfuse_sampled=link.sampled,
+            redact=redact,
+        )
+
+    def as_metadata(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("started_monotonic")
+        return d
+
+    @classmethod
+    def from_metadata(cls, md: dict[str, Any]) -> CallContext:
+        names = set(cls.__dataclass_fields__) - {"started_monotonic"}
+        return cls(**{k: v for k, v in md.items() if k in names})
+
+
+def _event(
+    session: Session,
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    payload: dict[str, Any] | None = None,
+    turn_index: int | None = None,
+    linked: bool = True,
+) -> Event:
+    ti = session.turn_index if turn_index is None else turn_index
+    link = session.link(ti) if linked else None
+    return Event(
+        event_id=new_id(),
+        event_type=event_type,
+        timestamp=utcnow(),
+        data=data,
+        session_id=session.session_id,
+        user_id=session.user_id,
+        turn_index=ti,
+        langfuse_trace_id=link.trace_id if link else None,
+        langfuse_observation_id=link.observation_id if link else None,
+        langfuse_sampled=link.sampled if link else None,
+        payload=payload or {},
+    )
+
+
+def _emit(session: Session, event: Event) -> Event:
+    session.send_event(event)
+    return event
+
+
+# -- llm calls --
+
+
+def usage_fields(response: Any) -> dict[str, int]:
+    """Token counts from a litellm response, cache tokens included (0 when absent)."""
+    usage = getattr(response, "usage", None)
+    if usage is None and isinstance(response, dict):
+        usage = response.get("usage")
+    if usage is None:
+        return {
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "total_tokens": 0,
+            "cache_read_tokens": 0,
+            "cache_creation_tokens": 0,
+        }
+
+    def get(obj: Any, name: str) -> Any:
+        if obj is None:
+            return None
+        if isinstance(obj, dict):
+            return obj.get(name)
+        return getattr(obj, name, None)
+
+    prompt = int(get(usage, "prompt_tokens") or 0)
+    completion = int(get(usage, "completion_tokens") or 0)
+    total = int(get(usage, "total_tokens") or prompt + completion)
+    details = get(usage, "prompt_tokens_details")
+    cache_read = get(details, "cached_tokens") or get(usage, "cache_read_input_tokens") or 0
+    cache_creation = (
+        get(details, "cache_creation_tokens") or get(usage, "cache_creation_input_tokens") or 0
+    )
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": total,
+        "cache_read_tokens": int(cache_read),
+        "cache_creation_tokens": int(cache_creation),
+    }
+
+
+def response_cost(response: Any, model: str) -> float | None:
+    """USD cost as litellm computes it; None when litellm does not know the model's price."""
+    hidden = getattr(response, "_hidden_params", None) or {}
+    cost = hidden.get("response_cost")
+    if cost is not None:
+        return float(cost)
+    try:
+        import litellm  # local: telemetry must import cheaply
+
+        return float(litellm.completion_cost(completion_response=response, model=model))
+    except Exception:
+        return None
+
+
+def record_llm_call(
+    session: Session,
+    ctx: CallContext,
+    response: Any,
+    *,
+    model: str,
+    latency_ms: float,
+    stream: bool = False,
+) -> Event | None:
+    """One ``llm_call`` row for a successful call."""
+    with guard.guarded("record_llm_call"):
+        choice = (getattr(response, "choices", None) or [None])[0]
+        message = getattr(choice, "message", None)
+        tool_calls = getattr(message, "tool_calls", None) or []
+        data: dict[str, Any] = {
+            "model": model,
+            "latency_ms": round(latency_ms, 3),
+            "finish_reason": getattr(choice, "finish_reason", None),
+            **usage_fields(response),
+            "cost_usd": response_cost(response, model),
+            "stream": stream,
+            "tool_calls": len(tool_calls),
+        }
+        return _emit(session, _call_event(ctx, "llm_call", data))
+    return None
+
+
+def record_llm_call_error(
+    session: Session,
+    ctx: CallContext,
+    error: BaseException,
+    *,
+    model: str,
+    latency_ms: float,
+    stream: bool = False,
+) -> Event | None:
+    """One ``llm_call_error`` row for a failed call; the message is scrubbed of secrets."""
+    with guard.guarded("record_llm_call_error"):
+        data = {
+            "model": model,
+            "latency_ms": round(latency_ms, 3),
+            "error_type": type(error).__name__,
+            "error_message": scrub(str(error))[:2000],
+            "stream": stream,
+        }
+        return _emit(session, _call_event(ctx, "llm_call_error", data))
+    return None
+
+
+def _call_event(ctx: CallContext, event_type: str, data: dict[str, Any]) -> Event:
+    return Event(
+        event_id=ctx.event_id,
+        event_type=event_type,
+        timestamp=utcnow(),
+        data=data,
+        session_id=ctx.session_id,
+        user_id=ctx.user_id,
+        turn_index=ctx.turn_index,
+        kind=ctx.kind,
+        langfuse_trace_id=ctx.langfuse_trace_id,
+        langfuse_observation_id=ctx.langfuse_observation_id,
+        langfuse_sampled=ctx.langfuse_sampled,
+    )
+
+
+# -- turns --
+
+
+def record_turn_start(session: Session, *, user_message: str) -> Event | None:
+    with guard.guarded("record_turn_start"):
+        return _emit(
+            session,
+            _event(
+                session,
+                "turn_start",
+                {"message_chars": len(user_message)},
+                payload={"user_message": user_message},
+            ),
+        )
+    return None
+
+
+def record_turn_complete(
+    session: Session,
+    *,
+    final_reply: str,
+    duration_ms: float,
+    steps: int,
+    llm_calls: int,
+    ok: bool = True,
+) -> Event | None:
+    with guard.guarded("record_turn_complete"):
+        return _emit(
+            session,
+            _event(
+                session,
+                "turn_complete",
+                {
+                    "duration_ms": round(duration_ms, 3),
+                    "steps": steps,
+                    "llm_calls": llm_calls,
+                    "reply_chars": len(final_reply),
+                    "ok": ok,
+                },
+                payload={"final_reply": final_reply},
+            ),
+        )
+    return None
+
+
+# -- tools, jobs, sandboxes --
+
+
+def record_tool_call(
+    session: Session,
+    *,
+    name: str,
+    duration_ms: float,
+    ok: bool,
+    tool_call_id: str | None = None,
+    arguments: Any = None,
+    result: Any = None,
+    error: str | None = None,
+) -> Event | None:
+    """One ``tool_call`` row. Arguments and result go to LangFuse only (``payload``)."""
+    with guard.guarded("record_tool_call"):
+        data: dict[str, Any] = {
+            "name": name,
+            "duration_ms": round(duration_ms, 3),
+            "ok": ok,
+            "tool_call_id": tool_call_id,
+        }
+        if error is not None:
+            data["error"] = scrub(error)[:2000]
+        return _emit(
+            session,
+            _event(session, "tool_call", data, payload={"arguments": arguments, "result": result}),
+        )
+    return None
+
+
+def record_hf_job_submit(
+    session: Session,
+    *,
+    job_id: str,
+    image: str | None = None,
+    flavor: str | None = None,
+    command: str | None = None,
+) -> Event | None:
+    with guard.guarded("record_hf_job_submit"):
+        return _emit(
+            session,
+            _event(
+                session,
+                "hf_job_submit",
+                {"job_id": job_id, "image": image, "flavor": flavor},
+                payload={"command": command},
+            ),
+        )
+    return None
+
+
+def record_hf_job_complete(
+    session: Session, *, job_id: str, status: str, duration_s: float
+) -> Event | None:
+    with guard.guarded("record_hf_job_complete"):
+        return _emit(
+            session,
+            _event(
+                session,
+                "hf_job_complete",
+                {"job_id": job_id, "status": status, "duration_s": round(duration_s, 3)},
+            ),
+        )
+    return None
+
+
+def record_sandbox_create(
+    session: Session, *, sandbox_id: str, backend: str = "local"
+) -> Event | None:
+    with guard.guarded("record_sandbox_create"):
+        return _emit(
+            session,
+            _event(session, "sandbox_create", {"sandbox_id": sandbox_id, "backend": backend}),
+        )
+    return None
+
+
+def record_sandbox_destroy(
+    session: Session, *, sandbox_id: str, lifetime_s: float, runs: int = 0
+) -> Event | None:
+    with guard.guarded("record_sandbox_destroy"):
+        return _emit(
+            session,
+            _event(
+                session,
+                "sandbox_destroy",
+                {"sandbox_id": sandbox_id, "lifetime_s": round(lifetime_s, 3), "runs": runs},
+            ),
+        )
+    return None
+
+
+def record_feedback(
+    session: Session,
+    *,
+    value: float,
+    comment: str | None = None,
+    name: str = "user_feedback",
+    turn_index: int | None = None,
+) -> Event | None:
+    """A user's rating of a turn (the current one by default); a score in LangFuse."""
+    with guard.guarded("record_feedback"):
+        return _emit(
+            session,
+            _event(
+                session,
+                "feedback",
+                {"name": name, "value": float(value), "has_comment": bool(comment)},
+                payload={"comment": comment},
+                turn_index=turn_index,
+            ),
+        )
+    return None
