@@ -1,0 +1,153 @@
+"""The one place that calls litellm.
+
+Every LLM call of the agent (the five call sites: ``main``, ``research``, ``compaction``,
+``effort_probe``, ``restore``) goes through ``complete`` (or ``complete_sync``). It fixes the
+call's ``CallContext`` before the call, hands it to litellm under the namespaced metadata key
+``ml_intern`` (litellm reinterprets top-level ``session_id``/``trace_id``/``tags``), and records
+one ``llm_call`` or ``llm_call_error`` event after the call. Errors of the call itself are
+re-raised to the caller unchanged; telemetry errors never are.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import litellm
+
+from agent.core import telemetry
+from agent.core.session import Session
+from agent.core.telemetry import METADATA_KEY, CallContext
+
+__all__ = ["complete", "complete_sync", "model_problem"]
+
+ChunkCallback = Callable[[Any], None]
+
+
+def _kwargs(
+    ctx: CallContext,
+    model: str,
+    messages: Sequence[dict[str, Any]],
+    tools: Sequence[dict[str, Any]] | None,
+    stream: bool,
+    litellm_kwargs: dict[str, Any],
+) -> dict[str, Any]:
+    user_md = litellm_kwargs.pop("metadata", None) or {}
+    if not isinstance(user_md, dict):
+        raise TypeError("metadata must be a dict")
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "messages": list(messages),
+        "metadata": {**user_md, METADATA_KEY: ctx.as_metadata()},
+        **litellm_kwargs,
+    }
+    if tools:
+        kwargs["tools"] = list(tools)
+    if stream:
+        kwargs["stream"] = True
+        kwargs.setdefault("stream_options", {"include_usage": True})
+    return kwargs
+
+
+async def complete(
+    session: Session,
+    *,
+    kind: str,
+    model: str,
+    messages: Sequence[dict[str, Any]],
+    tools: Sequence[dict[str, Any]] | None = None,
+    stream: bool = False,
+    on_chunk: ChunkCallback | None = None,
+    redact: str | None = None,
+    **litellm_kwargs: Any,
+) -> Any:
+    """Call ``litellm.acompletion`` for call site ``kind`` and record the call.
+
+    Returns a ``litellm.ModelResponse``; with ``stream=True`` the chunks are passed to
+    ``on_chunk`` as they arrive and the assembled response is returned. ``redact`` is a per-call
+    redaction spec for LangFuse forwarding; it can only make the operator's policy stricter.
+    Any other keyword (``temperature``, ``mock_response``, ``reasoning_effort`` ...) goes to
+    litellm as is.
+    """
+    ctx = CallContext.new(session, kind, redact=redact)
+    kwargs = _kwargs(ctx, model, messages, tools, stream, litellm_kwargs)
+    started = time.monotonic()
+    try:
+        response = await litellm.acompletion(**kwargs)
+        if stream:
+            chunks = []
+            async for chunk in response:
+                chunks.append(chunk)
+                if on_chunk is not None:
+                    on_chunk(chunk)
+            response = litellm.stream_chunk_builder(chunks, messages=kwargs["messages"])
+    except BaseException as exc:
+        telemetry.record_llm_call_error(
+            session, ctx, exc, model=model, latency_ms=_ms(started), stream=stream
+        )
+        raise
+    telemetry.record_llm_call(
+        session, ctx, response, model=model, latency_ms=_ms(started), stream=stream
+    )
+    return response
+
+
+def complete_sync(
+    session: Session,
+    *,
+    kind: str,
+    model: str,
+    messages: Sequence[dict[str, Any]],
+    tools: Sequence[dict[str, Any]] | None = None,
+    stream: bool = False,
+    on_chunk: ChunkCallback | None = None,
+    redact: str | None = None,
+    **litellm_kwargs: Any,
+) -> Any:
+    """The blocking twin of ``complete`` (``litellm.completion``), for code without a loop."""
+    ctx = CallContext.new(session, kind, redact=redact)
+    kwargs = _kwargs(ctx, model, messages, tools, stream, litellm_kwargs)
+    started = time.monotonic()
+    try:
+        response = litellm.completion(**kwargs)
+        if stream:
+            chunks = []
+            for chunk in response:
+                chunks.append(chunk)
+                if on_chunk is not None:
+                    on_chunk(chunk)
+            response = litellm.stream_chunk_builder(chunks, messages=kwargs["messages"])
+    except BaseException as exc:
+        telemetry.record_llm_call_error(
+            session, ctx, exc, model=model, latency_ms=_ms(started), stream=stream
+        )
+        raise
+    telemetry.record_llm_call(
+        session, ctx, response, model=model, latency_ms=_ms(started), stream=stream
+    )
+    return response
+
+
+def model_problem(model: str, *, need_key: bool = True) -> str | None:
+    """Why ``model`` cannot be called here, or None. Used by the CLI to fail early and clearly."""
+    try:
+        _, provider, _, _ = litellm.get_llm_provider(model)
+    except Exception:
+        return (
+            f"unknown model {model!r}: litellm cannot tell its provider. "
+            "Use a provider-prefixed id such as openai/gpt-4o-mini or anthropic/claude-sonnet-4-5."
+        )
+    if need_key:
+        try:
+            env = litellm.validate_environment(model)
+        except Exception:
+            env = {}
+        missing = env.get("missing_keys") or []
+        if missing:
+            return f"model {model!r} ({provider}) needs {', '.join(missing)} in the environment"
+    return None
+
+
+def _ms(started: float) -> float:
+    return (time.monotonic() - started) * 1000.0

@@ -1,0 +1,387 @@
+"""The gate and the lifecycle of the telemetry backends.
+
+``Observability.from_config(config)`` sets up the always-on HF Dataset sink and, when the
+operator chose it explicitly, LangFuse forwarding:
+
+- ``auto`` (default): on iff a host (``LANGFUSE_HOST``, or its alias ``LANGFUSE_BASE_URL``) and
+  both ``LANGFUSE_PUBLIC_KEY`` and ``LANGFUSE_SECRET_KEY`` are set. Keys without a host give one
+  warning naming ``LANGFUSE_HOST`` and nothing is sent anywhere: there is no default host.
+- ``langfuse``: a missing or malformed setting is a startup error (``ConfigError``) naming it.
+- ``none``: off, whatever the environment says.
+
+Setup is idempotent: the forwarder is registered in ``litellm.callbacks`` once per process, and
+a second setup with the same settings reuses it. ``shutdown(timeout)`` is bounded even when the
+LangFuse host is dead or silent.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ipaddress
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from agent.config import AgentConfig, ConfigError
+from agent.core import guard
+from agent.core.hf_dataset import HFDatasetSink
+from agent.core.session import Sink, TraceLinker
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'ml-intern-observability[langfuse]'"
+
+HOST_VARS = ("LANGFUSE_HOST", "LANGFUSE_BASE_URL")
+PUBLIC_KEY_VAR = "LANGFUSE_PUBLIC_KEY"
+SECRET_KEY_VAR = "LANGFUSE_SECRET_KEY"
+
+
+@dataclass(frozen=True)
+class LangfuseSettings:
+    """Where traces go and with which credentials. ``repr`` never shows the secret key."""
+
+    host: str
+    public_key: str
+    secret_key: str = field(repr=False)
+    host_var: str = "LANGFUSE_HOST"
+    environment: str | None = None
+    release: str | None = None
+    sample_rate: float = 1.0
+
+    def masked_public_key(self) -> str:
+        pk = self.public_key
+        return pk if len(pk) <= 12 else f"{pk[:8]}…{pk[-4:]}"
+
+
+@dataclass
+class GateDecision:
+    enabled: bool
+    backend: str
+    settings: LangfuseSettings | None = None
+    reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+def _clean(env: Mapping[str, str], name: str, warnings: list[str]) -> str | None:
+    raw = env.get(name)
+    if raw is None:
+        return None
+    value = raw.strip()
+    if value != raw and value:
+        warnings.append(f"{name} has leading or trailing whitespace; it was stripped")
+    return value or None
+
+
+def _check_host(host: str, var: str) -> tuple[str | None, str | None, list[str]]:
+    """(normalised host, error, warnings)."""
+    warnings: list[str] = []
+    parts = urlsplit(host)
+    if not parts.scheme or "://" not in host:
+        return (
+            None,
+            f"{var}={host!r} has no scheme: use https://HOST (or http://localhost:3000)",
+            [],
+        )
+    if parts.scheme not in ("http", "https"):
+        return None, f"{var}={host!r}: the scheme must be http or https", []
+    try:
+        hostname = parts.hostname
+        _ = parts.port
+    except ValueError as exc:
+        return None, f"{var}={host!r} is not a valid URL ({exc})", []
+    if not hostname:
+        return None, f"{var}={host!r} is not a valid URL (no host name)", []
+    if parts.scheme == "http" and not _is_loopback_name(hostname):
+        warnings.append(
+            f"{var} uses http:// to a non-loopback host ({hostname}): the LangFuse keys and "
+            "every trace travel in clear text; use https://"
+        )
+    return host.rstrip("/"), None, warnings
+
+
+def _is_loopback_name(hostname: str) -> bool:
+    if hostname in ("localhost", "localhost.localdomain") or hostname.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_gate(config: AgentConfig, env: Mapping[str, str] | None = None) -> GateDecision:
+    """Decide whether LangFuse forwarding is on. Raises ``ConfigError`` only for an explicit
+    ``langfuse`` backend whose settings are missing or malformed (and when langfuse is not
+    installed)."""
+    env = os.environ if env is None else env
+    backend = config.observability_backend
+    if backend == "none":
+        return GateDecision(False, backend, reason="observability_backend is 'none'")
+    warnings: list[str] = []
+    host_values = {var: _clean(env, var, warnings) for var in HOST_VARS}
+    host_var = next((v for v in HOST_VARS if host_values[v]), None)
+    host = host_values[host_var] if host_var else None
+    if (
+        host_values["LANGFUSE_HOST"]
+        and host_values["LANGFUSE_BASE_URL"]
+        and (
+            host_values["LANGFUSE_HOST"].rstrip("/") != host_values["LANGFUSE_BASE_URL"].rstrip("/")
+        )
+    ):
+        warnings.append(
+            "LANGFUSE_HOST and LANGFUSE_BASE_URL differ; using LANGFUSE_HOST "
+            f"({host_values['LANGFUSE_HOST']})"
+        )
+    public_key = _clean(env, PUBLIC_KEY_VAR, warnings)
+    secret_key = _clean(env, SECRET_KEY_VAR, warnings)
+    missing = [
+        name
+        for name, value in (
+            ("LANGFUSE_HOST", host),
+            (PUBLIC_KEY_VAR, public_key),
+            (SECRET_KEY_VAR, secret_key),
+        )
+        if not value
+    ]
+    explicit = backend == "langfuse"
+
+    def fail(reason: str) -> GateDecision:
+        if explicit:
+            raise ConfigError(f"--observability-backend langfuse: {reason}")
+        return GateDecision(False, backend, reason=reason, warnings=warnings)
+
+    if missing:
+        if not explicit and len(missing) == 3:
+            return GateDecision(False, backend, reason="no LangFuse settings", warnings=warnings)
+        if not explicit and missing == ["LANGFUSE_HOST"]:
+            warnings.append(
+                "LangFuse keys are set but LANGFUSE_HOST is not: forwarding is off and nothing "
+                "is sent. Set LANGFUSE_HOST (or LANGFUSE_BASE_URL), e.g. "
+                "https://cloud.langfuse.com, https://us.cloud.langfuse.com or your own host"
+            )
+            return GateDecision(
+                False, backend, reason="LANGFUSE_HOST is not set", warnings=warnings
+            )
+        reason = f"missing {', '.join(missing)}"
+        if not explicit:
+            warnings.append(f"LangFuse forwarding is off: {reason}")
+        return fail(reason)
+    assert host is not None and public_key is not None and secret_key is not None
+    norm_host, error, host_warnings = _check_host(host, host_var or "LANGFUSE_HOST")
+    warnings.extend(host_warnings)
+    if error:
+        if not explicit:
+            warnings.append(f"LangFuse forwarding is off: {error}")
+        return fail(error)
+    sample_rate = 1.0
+    raw_rate = _clean(env, "LANGFUSE_SAMPLE_RATE", warnings)
+    if raw_rate is not None:
+        try:
+            sample_rate = float(raw_rate)
+            if not 0.0 <= sample_rate <= 1.0:
+                raise ValueError
+        except ValueError:
+            if explicit:
+                raise ConfigError(
+                    f"LANGFUSE_SAMPLE_RATE={raw_rate!r} must be a number between 0 and 1"
+                ) from None
+            warnings.append(f"ignoring LANGFUSE_SAMPLE_RATE={raw_rate!r}: not a number in [0, 1]")
+            sample_rate = 1.0
+    try:
+        import langfuse  # noqa: F401
+    except ImportError:
+        return fail(f"the langfuse package is not installed; install it with: {INSTALL_HINT}")
+    settings = LangfuseSettings(
+        host=str(norm_host),
+        public_key=public_key,
+        secret_key=secret_key,
+        host_var=host_var or "LANGFUSE_HOST",
+        environment=_clean(env, "LANGFUSE_TRACING_ENVIRONMENT", warnings),
+        release=_clean(env, "LANGFUSE_RELEASE", warnings),
+        sample_rate=sample_rate,
+    )
+    return GateDecision(True, backend, settings=settings, reason="enabled", warnings=warnings)
+
+
+# -- the process-wide forwarder (one LangFuse client per process) --
+
+_forwarder_lock = threading.Lock()
+_forwarder: Any = None
+_forwarder_key: tuple[Any, ...] | None = None
+_forwarder_users = 0
+
+
+def _acquire_forwarder(settings: LangfuseSettings, config: AgentConfig, policy: Any) -> Any:
+    global _forwarder, _forwarder_key, _forwarder_users
+    from agent.core.callbacks.langfuse import LangfuseForwardingLogger, register
+
+    key = (settings, config.flush_timeout_s, config.langfuse_queue_size, policy)
+    with _forwarder_lock:
+        if _forwarder is not None and _forwarder_key == key and not _forwarder.closed:
+            _forwarder_users += 1
+            return _forwarder
+        if _forwarder is not None and not _forwarder.closed:
+            logger.warning("LangFuse settings changed: shutting the previous forwarder down")
+            _forwarder.shutdown(timeout=config.flush_timeout_s)
+        _forwarder = LangfuseForwardingLogger(
+            settings,
+            policy=policy,
+            queue_size=config.langfuse_queue_size,
+            flush_timeout_s=config.flush_timeout_s,
+        )
+        _forwarder_key = key
+        _forwarder_users = 1
+        register(_forwarder)
+        return _forwarder
+
+
+def _release_forwarder(forwarder: Any, timeout: float | None) -> dict[str, Any]:
+    global _forwarder, _forwarder_key, _forwarder_users
+    with _forwarder_lock:
+        if forwarder is _forwarder:
+            _forwarder_users -= 1
+            if _forwarder_users > 0:
+                return forwarder.flush_report(timeout)
+            _forwarder = None
+            _forwarder_key = None
+    from agent.core.callbacks.langfuse import unregister
+
+    unregister(forwarder)
+    return forwarder.shutdown(timeout=timeout)
+
+
+class Observability:
+    """The telemetry backends of one process (or one embedding application)."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        hf_sink: HFDatasetSink | None,
+        forwarder: Any = None,
+        gate: GateDecision | None = None,
+        extra_sinks: Iterable[Sink] = (),
+    ) -> None:
+        self.config = config
+        self.hf_sink = hf_sink
+        self.langfuse = forwarder
+        self.gate = gate
+        self.sinks: list[Sink] = [s for s in (hf_sink, forwarder) if s is not None]
+        self.sinks.extend(extra_sinks)
+        self.linker: TraceLinker | None = forwarder
+        self._closed = False
+        self._lock = threading.Lock()
+        self.last_report: dict[str, Any] = {}
+        atexit.register(self._atexit)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: AgentConfig | None = None,
+        *,
+        extra_sinks: Iterable[Sink] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> Observability:
+        """Set up the HF Dataset sink and, if the gate opens, LangFuse forwarding.
+
+        Raises ``ConfigError`` for an explicit ``langfuse`` backend with bad settings, for a
+        malformed redaction spec, and for a telemetry directory that cannot be created.
+        """
+        config = config or AgentConfig.load()
+        gate = resolve_gate(config, env)
+        for warning in gate.warnings:
+            guard.warn_once(f"gate:{warning}", "%s", warning)
+        forwarder = None
+        if gate.enabled and gate.settings is not None:
+            policy = build_policy(config)
+            forwarder = _acquire_forwarder(gate.settings, config, policy)
+        elif config.redact:
+            build_policy(config)  # a malformed spec is an error even while forwarding is off
+        try:
+            config.telemetry_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if forwarder is not None:
+                _release_forwarder(forwarder, 0.5)
+            raise ConfigError(
+                f"telemetry_dir {config.telemetry_dir}: cannot create it ({exc})"
+            ) from exc
+        hf_sink = HFDatasetSink(
+            config.telemetry_dir,
+            repo_id=config.hub_repo_id,
+            token=config.hub_token.get_secret_value() if config.hub_token else None,
+            push_interval_s=config.hub_push_interval_s,
+        )
+        return cls(config, hf_sink=hf_sink, forwarder=forwarder, gate=gate, extra_sinks=extra_sinks)
+
+    @property
+    def forwarding(self) -> bool:
+        return self.langfuse is not None
+
+    def trace_url(self, trace_id: str) -> str | None:
+        """A browser link to a trace, built locally (no request is made)."""
+        if self.langfuse is None:
+            return None
+        return self.langfuse.trace_url(trace_id)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        deadline = time.monotonic() + (
+            timeout if timeout is not None else self.config.flush_timeout_s
+        )
+        ok = True
+        for sink in self.sinks:
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                ok = bool(sink.flush(remaining)) and ok
+            except Exception as exc:
+                guard.report(f"flush {type(sink).__name__}", exc)
+                ok = False
+        return ok
+
+    def shutdown(self, timeout: float | None = None) -> dict[str, Any]:
+        """Flush and stop every backend within ``timeout`` seconds (default: the configured
+        flush bound). Idempotent. Returns a report of what was delivered and dropped."""
+        with self._lock:
+            if self._closed:
+                return self.last_report
+            self._closed = True
+        atexit.unregister(self._atexit)
+        budget = self.config.flush_timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        report: dict[str, Any] = {}
+        if self.hf_sink is not None:
+            # The local dataset gets its share first: it is the record of truth.
+            self.hf_sink.shutdown(max(0.5, budget / 2) if self.langfuse else budget)
+            report["hf_dataset"] = self.hf_sink.stats.as_dict()
+        if self.langfuse is not None:
+            remaining = max(0.0, deadline - time.monotonic())
+            report["langfuse"] = _release_forwarder(self.langfuse, remaining)
+        for sink in self.sinks:
+            if sink is self.hf_sink or sink is self.langfuse:
+                continue
+            try:
+                sink.shutdown(max(0.0, deadline - time.monotonic()))
+            except Exception as exc:
+                guard.report(f"shutdown {type(sink).__name__}", exc)
+        self.last_report = report
+        return report
+
+    def _atexit(self) -> None:
+        try:
+            self.shutdown()
+        except Exception as exc:  # never let exit hang or crash on telemetry
+            guard.report("observability.atexit", exc)
+
+
+def build_policy(config: AgentConfig) -> Any:
+    """The operator's redaction policy from the config (``ConfigError`` if malformed)."""
+    from agent.core.callbacks.redaction import RedactionPolicy, RedactionSpecError
+
+    key = config.redact_hmac_key.get_secret_value() if config.redact_hmac_key else None
+    try:
+        return RedactionPolicy.from_spec(config.redact, hmac_key=key)
+    except RedactionSpecError as exc:
+        raise ConfigError(f"redact: {exc}") from exc

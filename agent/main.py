@@ -1,0 +1,490 @@
+"""The ``ml-intern`` command line.
+
+    ml-intern demo     [--telemetry-dir DIR] [--user-id ID]       the offline session
+    ml-intern run TASK [--model M] [--user-id ID] ...              one task with a real model
+    ml-intern events   summary|tail|show [--telemetry-dir DIR] [--json] [--trace-id ID]
+    ml-intern observability check|preview [--redact SPEC] [--file CALL.json]
+
+Exit codes: 0 success, 1 the work failed, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from agent.config import AgentConfig, ConfigError
+
+console = Console()
+err = Console(stderr=True)
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed without a traceback, exit code 2."""
+
+
+# -- argument parsing --
+
+
+def _common(p: argparse.ArgumentParser, *, observability: bool = True) -> None:
+    p.add_argument("--config", help="TOML config file (default: ./ml-intern.toml if present)")
+    p.add_argument(
+        "--telemetry-dir",
+        help="where the JSON Lines dataset lives (env ML_INTERN_TELEMETRY_DIR; default ./telemetry)",
+    )
+    if observability:
+        p.add_argument(
+            "--observability-backend",
+            choices=("auto", "langfuse", "none"),
+            help="LangFuse forwarding: auto (on iff LANGFUSE_HOST and both keys are set), "
+            "langfuse (required: missing settings are an error), none (off)",
+        )
+        p.add_argument(
+            "--redact",
+            metavar="SPEC",
+            help="redaction policy for LangFuse, e.g. 'preset=metadata-only' or "
+            "'tool_results=drop,user_id=hash' (env ML_INTERN_REDACT)",
+        )
+        p.add_argument(
+            "--flush-timeout",
+            type=float,
+            metavar="SECONDS",
+            help="upper bound on the final flush to LangFuse (default 5)",
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ml-intern",
+        description="An ML agent with HF Dataset telemetry and opt-in LangFuse forwarding.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run the offline demo session (no network, no API key)")
+    _common(demo)
+    demo.add_argument("--user-id", default="demo-user", help="the session's user id")
+
+    run = sub.add_parser("run", help="run one task with a litellm model")
+    _common(run)
+    run.add_argument("task", help="what the agent should do")
+    run.add_argument(
+        "--model", help="litellm model id, e.g. openai/gpt-4o-mini (default: offline script)"
+    )
+    run.add_argument("--user-id", help="the session's user id")
+    run.add_argument(
+        "--reasoning-effort",
+        choices=("high", "medium", "low", "minimal"),
+        help="requested effort; lower levels are probed if the provider rejects it",
+    )
+    run.add_argument("--stream", action="store_true", help="stream the model's replies")
+    run.add_argument("--restore", metavar="SESSION.json", help="resume a saved session first")
+    run.add_argument("--save", metavar="SESSION.json", help="save the session afterwards")
+
+    events = sub.add_parser("events", help="query the local dataset with DuckDB")
+    esub = events.add_subparsers(dest="events_command", required=True, metavar="QUERY")
+    for name, help_text in (
+        ("summary", "calls, tokens and cost per kind; events per type"),
+        ("tail", "the most recent events"),
+        ("show", "the events of one LangFuse trace or session"),
+    ):
+        q = esub.add_parser(name, help=help_text)
+        _common(q, observability=False)
+        q.add_argument("--json", action="store_true", help="machine-readable output")
+        q.add_argument("--session-id", help="only this session")
+        if name == "tail":
+            q.add_argument("-n", "--limit", type=int, default=20, help="how many rows (default 20)")
+        if name == "show":
+            q.add_argument("--trace-id", help="a LangFuse trace id (32 hex characters)")
+
+    obs = sub.add_parser("observability", help="check or preview LangFuse forwarding")
+    osub = obs.add_subparsers(dest="obs_command", required=True, metavar="ACTION")
+    check = osub.add_parser("check", help="validate the settings; print destination and policy")
+    _common(check)
+    check.add_argument("--json", action="store_true")
+    preview = osub.add_parser("preview", help="show exactly what would be sent for a call")
+    _common(preview)
+    preview.add_argument(
+        "--file", help="a saved call (JSON with CallRecord fields); default: a sample"
+    )
+    preview.add_argument("--json", action="store_true")
+    return parser
+
+
+def _config(args: argparse.Namespace, **extra: Any) -> AgentConfig:
+    overrides: dict[str, Any] = {
+        "telemetry_dir": getattr(args, "telemetry_dir", None),
+        "observability_backend": getattr(args, "observability_backend", None),
+        "redact": getattr(args, "redact", None),
+        "flush_timeout_s": getattr(args, "flush_timeout", None),
+        **extra,
+    }
+    return AgentConfig.load(
+        getattr(args, "config", None), **{k: v for k, v in overrides.items() if v is not None}
+    )
+
+
+def _check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"--telemetry-dir {directory}: cannot create it ({exc.strerror or exc})"
+        ) from exc
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"--telemetry-dir {directory}: not writable")
+
+
+# -- demo and run --
+
+DEMO_TURNS = (
+    "Count the words in this request, then research background on word statistics.",
+    "Now submit a quick training job to check the numbers.",
+)
+
+
+async def _demo(config: AgentConfig, user_id: str) -> tuple[list[str], list[str], Any]:
+    from agent.core import telemetry
+    from agent.core.agent_loop import Agent
+    from agent.core.observability import Observability
+    from agent.core.session import Session
+
+    obs = Observability.from_config(config)
+    sessions: list[str] = []
+    traces: list[str] = []
+    try:
+        with err.status("demo: session 1, turn 0 …") as status:
+            session = Session(user_id=user_id, observability=obs)
+            sessions.append(session.session_id)
+            agent = Agent(session, config, reasoning_effort="high")
+            try:
+                for i, task in enumerate(DEMO_TURNS):
+                    status.update(f"demo: session 1, turn {i} …")
+                    link = session.link()
+                    reply = await agent.run_turn(task)
+                    traces.append(link.trace_id or "")
+                    err.print(f"[dim]turn {i}:[/dim] {reply[:100]}")
+                telemetry.record_feedback(
+                    session, value=1.0, comment="Helpful, thanks!", turn_index=0
+                )
+                saved = agent.save(config.telemetry_dir / "sessions" / f"{session.session_id}.json")
+            finally:
+                agent.close()
+            status.update("demo: session 2 (restored) …")
+            session2 = Session(user_id=user_id, observability=obs)
+            sessions.append(session2.session_id)
+            agent2 = Agent(session2, config)
+            try:
+                link = session2.link()
+                await agent2.restore(saved)
+                reply = await agent2.run_turn(
+                    "Continue where we left off and summarise the results."
+                )
+                traces.append(link.trace_id or "")
+                err.print(f"[dim]restored turn 0:[/dim] {reply[:100]}")
+            finally:
+                agent2.close()
+    finally:
+        report = obs.shutdown()
+    return sessions, [t for t in traces if t], (obs, report)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    config = _config(args, context_token_budget=256)
+    _check_writable(config.telemetry_dir)
+    started = time.monotonic()
+    sessions, traces, (obs, report) = asyncio.run(_demo(config, args.user_id))
+    err.print(
+        f"[green]demo finished[/green] in {time.monotonic() - started:.1f}s; dataset: {config.telemetry_dir / 'data'}"
+    )
+    from agent.core import queries
+
+    summary = queries.summary(config.telemetry_dir, session_ids=sessions)
+    _print_summary(summary)
+    _print_forwarding(obs, traces, report)
+    return EXIT_OK
+
+
+def _print_forwarding(obs: Any, traces: list[str], report: dict[str, Any]) -> None:
+    if not obs.forwarding:
+        reason = obs.gate.reason if obs.gate else "off"
+        err.print(f"[dim]LangFuse forwarding: off ({reason})[/dim]")
+        return
+    lf = report.get("langfuse", {})
+    dropped = lf.get("dropped") or {}
+    exporter = lf.get("exporter") or {}
+    err.print(
+        f"LangFuse forwarding to {obs.langfuse.settings.host}: "
+        f"{lf.get('generations', 0)} generations, {lf.get('spans', 0)} spans, "
+        f"{lf.get('traces', 0)} traces, {lf.get('scores', 0)} scores; "
+        f"spans exported {exporter.get('exported_spans', '?')}, dropped {sum(dropped.values())}"
+        + ("" if lf.get("completed_in_time", True) else " (flush bound reached)")
+    )
+    for trace_id in traces:
+        console.print(f"trace: {obs.trace_url(trace_id)}")
+
+
+async def _run(args: argparse.Namespace, config: AgentConfig) -> int:
+    from agent.core.agent_loop import Agent
+    from agent.core.observability import Observability
+    from agent.core.session import Session
+
+    obs = Observability.from_config(config)
+    traces: list[str] = []
+    try:
+        session = Session(user_id=args.user_id, observability=obs)
+        agent = Agent(session, config, reasoning_effort=args.reasoning_effort, stream=args.stream)
+        try:
+            if args.restore:
+                await agent.restore(args.restore)
+            traces.append(session.link().trace_id or "")
+            with err.status("working …"):
+                reply = await agent.run_turn(args.task)
+            console.print(reply)
+            if args.save:
+                agent.save(args.save)
+        finally:
+            agent.close()
+    except Exception as exc:
+        err.print(
+            f"[red]ml-intern: the task failed:[/red] {type(exc).__name__}: {_scrubbed(str(exc))}"
+        )
+        report = obs.shutdown()
+        _print_forwarding(obs, [t for t in traces if t], report)
+        return EXIT_FAIL
+    report = obs.shutdown()
+    _print_forwarding(obs, [t for t in traces if t], report)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _config(args, model=args.model)
+    if config.model is not None:
+        from agent.core import llm
+
+        problem = llm.model_problem(config.model)
+        if problem:
+            raise UsageError(problem)
+    _check_writable(config.telemetry_dir)
+    return asyncio.run(_run(args, config))
+
+
+# -- events --
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from agent.core import queries
+
+    config = _config(args)
+    directory = config.telemetry_dir
+    if not queries.has_data(directory):
+        raise UsageError(
+            f"no events in {directory / 'data'}: run `ml-intern demo` first, or pass --telemetry-dir"
+        )
+    sessions = [args.session_id] if args.session_id else None
+    if args.events_command == "summary":
+        summary = queries.summary(directory, session_ids=sessions)
+        if args.json:
+            print(json.dumps(summary, indent=2, default=str))
+        else:
+            _print_summary(summary)
+        return EXIT_OK
+    if args.events_command == "tail":
+        if args.limit < 1:
+            raise UsageError("--limit must be at least 1")
+        rows = queries.tail(directory, limit=args.limit, session_ids=sessions)
+    else:
+        if not args.trace_id and not args.session_id:
+            raise UsageError("events show needs --trace-id ID or --session-id ID")
+        if args.trace_id and not _is_hex(args.trace_id, 32):
+            raise UsageError(
+                f"--trace-id {args.trace_id!r} is not a LangFuse trace id (32 lowercase hex characters)"
+            )
+        rows = queries.rows(directory, trace_id=args.trace_id, session_ids=sessions)
+        if not rows:
+            if args.json:
+                print("[]")
+            err.print("no events match")
+            return EXIT_FAIL
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        _print_rows(rows)
+    return EXIT_OK
+
+
+def _is_hex(value: str, length: int) -> bool:
+    return len(value) == length and all(c in "0123456789abcdef" for c in value)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    t = Table(title="LLM calls per kind")
+    for col in (
+        "kind",
+        "calls",
+        "errors",
+        "prompt tokens",
+        "completion tokens",
+        "total tokens",
+        "cost (USD)",
+    ):
+        t.add_column(col, justify="left" if col == "kind" else "right")
+    for row in summary["llm_calls"]:
+        t.add_row(
+            str(row["kind"]),
+            str(row["calls"]),
+            str(row["errors"]),
+            str(row["prompt_tokens"]),
+            str(row["completion_tokens"]),
+            str(row["total_tokens"]),
+            f"{row['cost_usd']:.6f}",
+        )
+    console.print(t)
+    e = Table(title="Events per type")
+    e.add_column("event type")
+    e.add_column("count", justify="right")
+    for row in summary["events"]:
+        e.add_row(str(row["event_type"]), str(row["count"]))
+    console.print(e)
+    console.print(
+        f"sessions: {summary['sessions']}  events: {summary['total_events']}  "
+        f"total cost: ${summary['total_cost_usd']:.6f}"
+    )
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
+    t = Table()
+    for col in ("timestamp", "event_type", "kind", "session", "turn", "langfuse_trace_id", "data"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(
+            str(r["timestamp"])[:23],
+            str(r["event_type"]),
+            str(r.get("kind") or ""),
+            str(r.get("session_id") or "")[:8],
+            str(r.get("turn_index") if r.get("turn_index") is not None else ""),
+            str(r.get("langfuse_trace_id") or ""),
+            json.dumps(r.get("data"), default=str)[:120],
+        )
+    console.print(t)
+
+
+# -- observability --
+
+
+def cmd_observability(args: argparse.Namespace) -> int:
+    from agent.core.observability import build_policy, resolve_gate
+
+    config = _config(args)
+    if args.obs_command == "check":
+        gate = resolve_gate(config)  # ConfigError for an explicit backend with bad settings
+        policy = build_policy(config)
+        out: dict[str, Any] = {
+            "backend": config.observability_backend,
+            "enabled": gate.enabled,
+            "reason": gate.reason,
+            "warnings": gate.warnings,
+            "policy": policy.describe(),
+            "flush_timeout_s": config.flush_timeout_s,
+            "telemetry_dir": str(config.telemetry_dir),
+        }
+        if gate.settings is not None:
+            s = gate.settings
+            out["destination"] = {
+                "host": s.host,
+                "host_from": s.host_var,
+                "otlp_endpoint": s.host + "/api/public/otel/v1/traces",
+                "public_key": s.masked_public_key(),
+                "secret_key": "set (hidden)",
+                "environment": s.environment,
+                "release": s.release,
+                "sample_rate": s.sample_rate,
+            }
+        if args.json:
+            print(json.dumps(out, indent=2))
+        else:
+            state = "[green]ON[/green]" if gate.enabled else "[yellow]OFF[/yellow]"
+            console.print(
+                f"LangFuse forwarding: {state} ({gate.reason}); backend={config.observability_backend}"
+            )
+            for w in gate.warnings:
+                console.print(f"[yellow]warning:[/yellow] {w}")
+            if gate.settings is not None:
+                for k, v in out["destination"].items():
+                    console.print(f"  {k}: {v}")
+            console.print("redaction policy:")
+            for k, v in out["policy"].items():
+                console.print(f"  {k}: {v}")
+        return EXIT_OK
+    # preview
+    from agent.core.callbacks.preview import load_call_record, preview, sample_call_record
+
+    policy = build_policy(config)
+    try:
+        record = load_call_record(args.file) if args.file else sample_call_record()
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--file {args.file}: {exc}") from exc
+    result = preview(record, policy)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return EXIT_OK
+    t = Table(title=f"What would be sent (policy: {config.redact or 'default'})", show_lines=True)
+    t.add_column("field")
+    t.add_column("original", overflow="fold")
+    t.add_column("sent to LangFuse", overflow="fold")
+    for key in result["original"]:
+        t.add_row(
+            key,
+            json.dumps(result["original"][key], indent=1, default=str),
+            json.dumps(result["redacted"].get(key), indent=1, default=str),
+        )
+    console.print(t)
+    console.print("report: " + json.dumps(result["report"], default=str))
+    return EXIT_OK
+
+
+def _scrubbed(text: str) -> str:
+    from agent.core.redact import scrub
+
+    return scrub(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    # litellm logs every provider exception at ERROR with a banner; ours are reported cleanly.
+    logging.getLogger("LiteLLM").setLevel(logging.CRITICAL)
+    handlers = {
+        "demo": cmd_demo,
+        "run": cmd_run,
+        "events": cmd_events,
+        "observability": cmd_observability,
+    }
+    try:
+        return handlers[args.command](args)
+    except (UsageError, ConfigError) as exc:
+        err.print(f"[red]ml-intern: error:[/red] {_scrubbed(str(exc))}", highlight=False)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

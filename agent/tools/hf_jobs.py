@@ -1,0 +1,63 @@
+"""HF Jobs: run a training or evaluation command as a job and wait for it.
+
+With ``backend="local"`` (the default, and the only one offline) the job runs as a local
+subprocess, which is how the agent rehearses a job before paying for hardware; the events are
+the same as for a Hub job (``hf_job_submit``, ``hf_job_complete``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+from agent.core import telemetry
+from agent.core.session import Session, new_id
+from agent.tools.base import Tool
+
+
+class LocalJobRunner:
+    def __init__(self, session: Session, *, timeout_s: float = 60.0) -> None:
+        self.session = session
+        self.timeout_s = timeout_s
+
+    async def run(self, script: str, flavor: str = "cpu-basic") -> str:
+        job_id = "job_" + new_id()[:12]
+        telemetry.record_hf_job_submit(
+            self.session, job_id=job_id, image="local-python", flavor=flavor, command=script
+        )
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",
+            "-c",
+            script,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), self.timeout_s)
+            status = "completed" if proc.returncode == 0 else "error"
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            out, status = b"", "timeout"
+        telemetry.record_hf_job_complete(
+            self.session, job_id=job_id, status=status, duration_s=time.monotonic() - started
+        )
+        return f"job {job_id} {status}\n{out.decode(errors='replace')[:4000]}"
+
+    def tool(self) -> Tool:
+        return Tool(
+            name="hf_job",
+            description="Submit a Python script as an HF job and wait for its logs.",
+            parameters={
+                "type": "object",
+                "properties": {
+                    "script": {"type": "string"},
+                    "flavor": {"type": "string", "default": "cpu-basic"},
+                },
+                "required": ["script"],
+            },
+            fn=self.run,
+        )
