@@ -25,8 +25,9 @@ from rich.table import Table
 
 from agent.config import AgentConfig, ConfigError
 
-console = Console()
-err = Console(stderr=True)
+# Piped output is read by people and scripts alike: do not squeeze tables to 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -341,6 +342,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         "cost (USD)",
     ):
         t.add_column(col, justify="left" if col == "kind" else "right")
+    t.columns[0].min_width = 12
     for row in summary["llm_calls"]:
         t.add_row(
             str(row["kind"]),

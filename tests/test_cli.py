@@ -1,0 +1,135 @@
+"""The documented CLI, driven as a user would: exit codes and output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ENV = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "ML_INTERN_"))}
+ENV["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "agent.main", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**ENV, **(env or {})},
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("demo")
+    proc = cli("demo", "--telemetry-dir", str(d / "telemetry"), "--user-id", "ops-1")
+    assert proc.returncode == 0, proc.stderr
+    assert "LLM calls per kind" in proc.stdout
+    return d / "telemetry"
+
+
+def test_demo_dataset_has_every_kind_with_tokens_and_cost(demo_dir: Path) -> None:
+    proc = cli("events", "summary", "--telemetry-dir", str(demo_dir), "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    kinds = {r["kind"]: r for r in summary["llm_calls"]}
+    assert set(kinds) == {"main", "research", "compaction", "effort_probe", "restore"}
+    for row in kinds.values():
+        assert row["calls"] >= 1
+        assert row["total_tokens"] > 0
+        assert row["cost_usd"] > 0
+    types = {r["event_type"] for r in summary["events"]}
+    assert {"sandbox_create", "sandbox_destroy", "tool_call", "turn_start", "turn_complete"} <= types
+    assert summary["sessions"] == 2
+
+
+def test_demo_rows_carry_user_and_null_langfuse_ids_when_forwarding_is_off(demo_dir: Path) -> None:
+    proc = cli("events", "tail", "--telemetry-dir", str(demo_dir), "--json", "-n", "500")
+    rows = json.loads(proc.stdout)
+    assert rows and all(r["user_id"] == "ops-1" for r in rows)
+    assert all(r["langfuse_trace_id"] is None for r in rows)
+
+
+def test_events_summary_table(demo_dir: Path) -> None:
+    proc = cli("events", "summary", "--telemetry-dir", str(demo_dir))
+    assert proc.returncode == 0
+    for word in ("main", "research", "compaction", "effort_probe", "restore", "tool_call"):
+        assert word in proc.stdout
+
+
+def test_events_tail_limits_rows(demo_dir: Path) -> None:
+    proc = cli("events", "tail", "--telemetry-dir", str(demo_dir), "--json", "-n", "3")
+    assert proc.returncode == 0
+    assert len(json.loads(proc.stdout)) == 3
+
+
+def test_events_on_an_empty_directory_is_a_clear_error(tmp_path: Path) -> None:
+    proc = cli("events", "summary", "--telemetry-dir", str(tmp_path / "nothing"))
+    assert proc.returncode == 2
+    assert "no events" in proc.stderr
+
+
+def test_events_show_rejects_a_malformed_trace_id(demo_dir: Path) -> None:
+    proc = cli("events", "show", "--telemetry-dir", str(demo_dir), "--trace-id", "xyz")
+    assert proc.returncode == 2
+    assert "--trace-id" in proc.stderr
+
+
+def test_bad_flag_exits_2() -> None:
+    proc = cli("demo", "--no-such-flag")
+    assert proc.returncode == 2
+    assert "unrecognized arguments" in proc.stderr
+
+
+def test_bad_backend_choice_exits_2() -> None:
+    proc = cli("demo", "--observability-backend", "datadog")
+    assert proc.returncode == 2
+    assert "invalid choice" in proc.stderr
+
+
+def test_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
+    proc = cli("run", "hello", "--model", "nosuchprovider/model-x", "--telemetry-dir", str(tmp_path))
+    assert proc.returncode == 2
+    assert "unknown model" in proc.stderr
+
+
+def test_model_without_its_key_is_a_clear_error(tmp_path: Path) -> None:
+    proc = cli("run", "hello", "--model", "openai/gpt-4o-mini", "--telemetry-dir", str(tmp_path))
+    assert proc.returncode == 2
+    assert "OPENAI_API_KEY" in proc.stderr
+
+
+def test_unwritable_telemetry_dir_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = cli("demo", "--telemetry-dir", str(blocker / "sub"))
+    assert proc.returncode == 2
+    assert "--telemetry-dir" in proc.stderr
+
+
+def test_run_offline_task(tmp_path: Path) -> None:
+    proc = cli("run", "Count the words here", "--telemetry-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "Done." in proc.stdout
+
+
+def test_bad_config_value_names_the_setting(tmp_path: Path) -> None:
+    cfg = tmp_path / "ml-intern.toml"
+    cfg.write_text('max_steps = "many"\n')
+    proc = cli("run", "x", "--config", str(cfg), "--telemetry-dir", str(tmp_path))
+    assert proc.returncode == 2
+    assert "max_steps" in proc.stderr
+
+
+def test_unknown_config_key_is_named(tmp_path: Path) -> None:
+    cfg = tmp_path / "ml-intern.toml"
+    cfg.write_text('telemetry_directory = "x"\n')
+    proc = cli("run", "x", "--config", str(cfg))
+    assert proc.returncode == 2
+    assert "telemetry_directory" in proc.stderr
