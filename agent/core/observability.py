@@ -194,7 +194,10 @@ def resolve_gate(config: AgentConfig, env: Mapping[str, str] | None = None) -> G
     try:
         import langfuse  # noqa: F401
     except ImportError:
-        return fail(f"the langfuse package is not installed; install it with: {INSTALL_HINT}")
+        reason = f"the langfuse package is not installed; install it with: {INSTALL_HINT}"
+        if not explicit:
+            warnings.append(f"LangFuse forwarding is off: {reason}")
+        return fail(reason)
     settings = LangfuseSettings(
         host=str(norm_host),
         public_key=public_key,
