@@ -197,6 +197,7 @@ async def _demo(config: AgentConfig, user_id: str) -> tuple[list[str], list[str]
                 err.print(f"[dim]restored turn 0:[/dim] {reply[:100]}")
             finally:
                 agent2.close()
+        await obs.adrain()
     finally:
         report = obs.shutdown()
     return sessions, [t for t in traces if t], (obs, report)
@@ -258,6 +259,7 @@ async def _run(args: argparse.Namespace, config: AgentConfig) -> int:
                 agent.save(args.save)
         finally:
             agent.close()
+            await obs.adrain()
     except Exception as exc:
         err.print(
             f"[red]ml-intern: the task failed:[/red] {type(exc).__name__}: {_scrubbed(str(exc))}"

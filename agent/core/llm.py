@@ -10,6 +10,7 @@ re-raised to the caller unchanged; telemetry errors never are.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,7 +21,13 @@ from agent.core import telemetry
 from agent.core.session import Session
 from agent.core.telemetry import METADATA_KEY, CallContext
 
-__all__ = ["complete", "complete_sync", "model_problem"]
+__all__ = [
+    "adrain_callbacks",
+    "complete",
+    "complete_sync",
+    "drain_callbacks",
+    "model_problem",
+]
 
 ChunkCallback = Callable[[Any], None]
 
@@ -87,6 +94,10 @@ async def complete(
             session, ctx, exc, model=model, latency_ms=_ms(started), stream=stream
         )
         raise
+    finally:
+        # litellm schedules its async logging as a task; one trip through the loop lets it
+        # enqueue, so a caller that leaves the loop now can still drain it (adrain_callbacks).
+        await asyncio.sleep(0)
     telemetry.record_llm_call(
         session, ctx, response, model=model, latency_ms=_ms(started), stream=stream
     )
@@ -151,3 +162,57 @@ def model_problem(model: str, *, need_key: bool = True) -> str | None:
 
 def _ms(started: float) -> float:
     return (time.monotonic() - started) * 1000.0
+
+
+# -- litellm's async callbacks --
+#
+# litellm runs async success/failure callbacks (our LangFuse forwarder's included) from a
+# logging queue on the caller's event loop. A program that leaves its loop right after its last
+# call (``asyncio.run(main())``) would strand those callbacks. Await ``adrain_callbacks()``
+# before leaving the loop, or call ``drain_callbacks()`` from plain code afterwards;
+# ``Observability.flush`` / ``shutdown`` do the latter.
+
+
+def _logging_worker() -> Any:
+    try:
+        from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+    except Exception:  # pragma: no cover - moved in another litellm version
+        return None
+    return GLOBAL_LOGGING_WORKER
+
+
+def pending_callbacks() -> int:
+    worker = _logging_worker()
+    try:
+        return int(worker.pending_count) if worker is not None else 0
+    except Exception:
+        return 0
+
+
+async def adrain_callbacks(timeout: float = 5.0) -> bool:
+    """Wait (at most ``timeout`` s) until litellm has run every queued async callback."""
+    worker = _logging_worker()
+    if worker is None or pending_callbacks() == 0:
+        return True
+    try:
+        await asyncio.wait_for(worker.flush(), timeout)
+    except Exception:
+        return False
+    return True
+
+
+def drain_callbacks(timeout: float = 5.0) -> bool:
+    """``adrain_callbacks`` for code outside an event loop. False inside a running loop (await
+    ``adrain_callbacks`` there) or on timeout."""
+    if pending_callbacks() == 0:
+        return True
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        return False
+    try:
+        return asyncio.run(adrain_callbacks(timeout))
+    except Exception:
+        return False

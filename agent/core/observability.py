@@ -334,7 +334,7 @@ class Observability:
         deadline = time.monotonic() + (
             timeout if timeout is not None else self.config.flush_timeout_s
         )
-        ok = True
+        ok = self._drain_litellm(deadline)
         for sink in self.sinks:
             remaining = max(0.0, deadline - time.monotonic())
             try:
@@ -354,6 +354,7 @@ class Observability:
         atexit.unregister(self._atexit)
         budget = self.config.flush_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + budget
+        self._drain_litellm(time.monotonic() + budget / 2)
         report: dict[str, Any] = {}
         if self.hf_sink is not None:
             # The local dataset gets its share first: it is the record of truth.
@@ -371,6 +372,22 @@ class Observability:
                 guard.report(f"shutdown {type(sink).__name__}", exc)
         self.last_report = report
         return report
+
+    async def adrain(self, timeout: float | None = None) -> bool:
+        """From async code, before leaving the event loop: let litellm run the callbacks it
+        queued for this loop's calls (the LangFuse forwarder's included)."""
+        from agent.core import llm
+
+        return await llm.adrain_callbacks(
+            self.config.flush_timeout_s if timeout is None else timeout
+        )
+
+    def _drain_litellm(self, deadline: float) -> bool:
+        if self.langfuse is None:
+            return True
+        from agent.core import llm
+
+        return llm.drain_callbacks(max(0.0, deadline - time.monotonic()))
 
     def _atexit(self) -> None:
         try:

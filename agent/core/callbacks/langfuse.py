@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 from litellm.integrations.custom_logger import CustomLogger
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
 from agent.core import guard
 from agent.core.callbacks.otlp_httpx import HttpxOTLPSpanExporter
@@ -197,7 +198,7 @@ def call_record_from_litellm(
 # -- span ids chosen by us --
 
 
-class _ChosenIds:
+class _ChosenIds(IdGenerator):
     """An OpenTelemetry IdGenerator that returns the ids the worker chose for the next span.
 
     Our ids are handed out before the work happens (they go into the HF rows), so the span that
@@ -206,8 +207,6 @@ class _ChosenIds:
     """
 
     def __init__(self) -> None:
-        from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-
         self._random = RandomIdGenerator()
         self._local = threading.local()
 
