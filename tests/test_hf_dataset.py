@@ -78,7 +78,7 @@ def test_partial_line_from_a_crash_is_repaired_at_next_start(tmp_path: Path) -> 
     sink.shutdown(5)
     assert shard.read_text() == '{"event_id": "a", "event_type": "x"}\n'
     assert sink.stats.repaired_shards == 1
-    assert [json.loads(x)["event_id"] for x in lines(tmp_path)][0] == "a"
+    assert json.loads(lines(tmp_path)[0])["event_id"] == "a"
     assert len(lines(tmp_path)) == 2
 
 
