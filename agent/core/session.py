@@ -138,6 +138,9 @@ class Session:
         self.session_id: str = session_id or new_id()
         self.user_id: str | None = user_id
         self.turn_index: int = 0
+        # True between turn_start and turn_complete. Events outside a turn (a sandbox torn down
+        # at the end of a session) belong to the turn before them.
+        self.in_turn: bool = False
         self.observability = observability
         self.sinks: list[Sink] = list(sinks)
         self.linker: TraceLinker | None = None
@@ -154,6 +157,12 @@ class Session:
                 self.session_id, self.turn_index if turn_index is None else turn_index
             )
         return TraceLink()
+
+    def event_turn(self) -> int:
+        """The turn an event that happens now belongs to."""
+        if self.in_turn or self.turn_index == 0:
+            return self.turn_index
+        return self.turn_index - 1
 
     def send_event(self, event: Event) -> None:
         send_event(self.sinks, event)

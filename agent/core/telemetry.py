@@ -82,7 +82,7 @@ def _event(
     turn_index: int | None = None,
     linked: bool = True,
 ) -> Event:
-    ti = session.turn_index if turn_index is None else turn_index
+    ti = session.event_turn() if turn_index is None else turn_index
     link = session.link(ti) if linked else None
     return Event(
         event_id=new_id(),
@@ -229,6 +229,7 @@ def _call_event(ctx: CallContext, event_type: str, data: dict[str, Any]) -> Even
 
 def record_turn_start(session: Session, *, user_message: str) -> Event | None:
     with guard.guarded("record_turn_start"):
+        session.in_turn = True
         return _emit(
             session,
             _event(
@@ -251,6 +252,7 @@ def record_turn_complete(
     ok: bool = True,
 ) -> Event | None:
     with guard.guarded("record_turn_complete"):
+        session.in_turn = False
         return _emit(
             session,
             _event(
@@ -264,6 +266,7 @@ def record_turn_complete(
                     "ok": ok,
                 },
                 payload={"final_reply": final_reply},
+                turn_index=session.turn_index,
             ),
         )
     return None

@@ -1,0 +1,185 @@
+"""End to end: `ml-intern demo` as a subprocess against a fake LangFuse on loopback (real
+sockets), and against hosts that are missing, dead or silent."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.testing.fake_langfuse import FakeLangfuse, closed_port
+
+BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "ML_INTERN_"))}
+KINDS = {"main", "research", "compaction", "effort_probe", "restore"}
+
+
+def demo(
+    telemetry: Path, env: dict[str, str], *extra: str, timeout: float = 120
+) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent.main",
+            "demo",
+            "--telemetry-dir",
+            str(telemetry),
+            "--user-id",
+            "e2e-user",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env={**BASE_ENV, **env},
+        timeout=timeout,
+    )
+    return proc, time.monotonic() - started
+
+
+def rows(telemetry: Path) -> list[dict]:
+    out = []
+    for p in sorted((telemetry / "data").glob("*.jsonl")):
+        out.extend(json.loads(line) for line in p.read_text().splitlines())
+    return out
+
+
+def keys(tag: str) -> dict[str, str]:
+    return {"LANGFUSE_PUBLIC_KEY": f"pk-lf-{tag}", "LANGFUSE_SECRET_KEY": f"sk-lf-{tag}-SECRET"}
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> float:
+    """The demo's own duration with forwarding off, to compare the faulty runs against."""
+    proc, elapsed = demo(tmp_path_factory.mktemp("base") / "t", {})
+    assert proc.returncode == 0, proc.stderr
+    return elapsed
+
+
+def test_demo_sends_one_trace_per_turn_and_every_row_joins(tmp_path: Path) -> None:
+    with FakeLangfuse() as fake:
+        proc, _ = demo(tmp_path / "t", {"LANGFUSE_HOST": fake.url, **keys("e2e")})
+        assert proc.returncode == 0, proc.stderr
+        spans = fake.spans
+        scores = fake.scores
+        requests = fake.requests
+    data = rows(tmp_path / "t")
+    turns = [s for s in spans if s["name"] == "turn"]
+    turn_rows = [r for r in data if r["event_type"] == "turn_start"]
+    assert len(turns) == len(turn_rows) == 3
+    assert len({t["trace_id"] for t in turns}) == 3  # one trace per turn
+    gens = [s for s in spans if s["name"].startswith("llm.")]
+    assert {g["name"].removeprefix("llm.") for g in gens} == KINDS
+    for g in gens:
+        a = g["attributes"]
+        kind = g["name"].removeprefix("llm.")
+        assert kind in a["langfuse.trace.tags"]
+        assert json.loads(a["langfuse.observation.metadata.kind"]) == kind
+        assert a["user.id"] == "e2e-user"
+        assert a["session.id"]
+    arrived = {s["trace_id"] for s in spans}
+    by_span = {s["span_id"]: s for s in gens}
+    llm_rows = [r for r in data if r["event_type"] in ("llm_call", "llm_call_error")]
+    assert llm_rows
+    for r in llm_rows:
+        assert r["langfuse_trace_id"] in arrived
+        gen = by_span[r["langfuse_observation_id"]]
+        assert gen["trace_id"] == r["langfuse_trace_id"]
+        assert (
+            json.loads(gen["attributes"]["langfuse.observation.metadata.hf_event_id"])
+            == r["event_id"]
+        )
+    assert len(scores) == 1 and scores[0]["traceId"] in arrived
+    # Trace URLs are printed; the secret key is printed nowhere.
+    assert proc.stdout.count("trace: ") == 3
+    assert "SECRET" not in proc.stdout + proc.stderr
+    assert all(r.path.startswith("/api/public/") for r in requests)
+
+
+def test_events_show_lists_a_traces_rows(tmp_path: Path) -> None:
+    with FakeLangfuse() as fake:
+        proc, _ = demo(tmp_path / "t", {"LANGFUSE_HOST": fake.url, **keys("show")})
+        assert proc.returncode == 0, proc.stderr
+    trace_id = next(
+        r["langfuse_trace_id"] for r in rows(tmp_path / "t") if r["event_type"] == "llm_call"
+    )
+    show = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent.main",
+            "events",
+            "show",
+            "--trace-id",
+            trace_id,
+            "--telemetry-dir",
+            str(tmp_path / "t"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=BASE_ENV,
+        timeout=60,
+    )
+    assert show.returncode == 0, show.stderr
+    listed = json.loads(show.stdout)
+    assert listed and all(r["langfuse_trace_id"] == trace_id for r in listed)
+    assert {"turn_start", "turn_complete", "llm_call"} <= {r["event_type"] for r in listed}
+
+
+def test_keys_without_host_send_nothing_anywhere(tmp_path: Path) -> None:
+    # The child process runs with a socket guard that records every connection it attempts.
+    guard = tmp_path / "sitecustomize.py"
+    log = tmp_path / "connections.log"
+    guard.write_text(
+        "import socket\n"
+        "_real = socket.socket.connect\n"
+        f"_log = {str(log)!r}\n"
+        "def connect(self, addr):\n"
+        "    open(_log, 'a').write(repr(addr) + '\\n')\n"
+        "    return _real(self, addr)\n"
+        "socket.socket.connect = connect\n"
+    )
+    env = {
+        **keys("nohost"),
+        "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    proc, _ = demo(tmp_path / "t", env)
+    assert proc.returncode == 0, proc.stderr
+    assert "LANGFUSE_HOST" in proc.stderr
+    assert not log.exists() or log.read_text() == "", log.read_text()
+    assert all(r["langfuse_trace_id"] is None for r in rows(tmp_path / "t"))
+
+
+@pytest.mark.parametrize("mode", ["dead", "silent"])
+def test_demo_exits_within_its_time_plus_the_flush_bound(
+    tmp_path: Path, baseline: float, mode: str
+) -> None:
+    flush_bound = 2.0
+    if mode == "dead":
+        host = f"http://127.0.0.1:{closed_port()}"
+        proc, elapsed = demo(
+            tmp_path / "t",
+            {"LANGFUSE_HOST": host, **keys("dead")},
+            "--flush-timeout",
+            str(flush_bound),
+        )
+    else:
+        with FakeLangfuse(mode="hang") as fake:
+            proc, elapsed = demo(
+                tmp_path / "t",
+                {"LANGFUSE_HOST": fake.url, **keys("silent")},
+                "--flush-timeout",
+                str(flush_bound),
+            )
+    assert proc.returncode == 0, proc.stderr
+    # The run's own time (noisy: allow 2x the baseline and a few seconds) plus the flush bound.
+    assert elapsed <= baseline * 2 + flush_bound + 5, (elapsed, baseline)
+    assert "dropped" in proc.stderr
+    llm_rows = [r for r in rows(tmp_path / "t") if r["event_type"] == "llm_call"]
+    assert llm_rows and all(r["langfuse_trace_id"] for r in llm_rows)  # the local dataset is whole
