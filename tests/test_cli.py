@@ -14,7 +14,9 @@ ENV = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "ML
 ENV["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
 
-def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "agent.main", *args],
         capture_output=True,
@@ -45,7 +47,13 @@ def test_demo_dataset_has_every_kind_with_tokens_and_cost(demo_dir: Path) -> Non
         assert row["total_tokens"] > 0
         assert row["cost_usd"] > 0
     types = {r["event_type"] for r in summary["events"]}
-    assert {"sandbox_create", "sandbox_destroy", "tool_call", "turn_start", "turn_complete"} <= types
+    assert {
+        "sandbox_create",
+        "sandbox_destroy",
+        "tool_call",
+        "turn_start",
+        "turn_complete",
+    } <= types
     assert summary["sessions"] == 2
 
 
@@ -94,7 +102,9 @@ def test_bad_backend_choice_exits_2() -> None:
 
 
 def test_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
-    proc = cli("run", "hello", "--model", "nosuchprovider/model-x", "--telemetry-dir", str(tmp_path))
+    proc = cli(
+        "run", "hello", "--model", "nosuchprovider/model-x", "--telemetry-dir", str(tmp_path)
+    )
     assert proc.returncode == 2
     assert "unknown model" in proc.stderr
 

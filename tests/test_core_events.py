@@ -51,7 +51,10 @@ def hf(tmp_path: Path):
 async def test_llm_call_row_has_usage_cost_and_kind(hf: HFDatasetSink, tmp_path: Path) -> None:
     session = Session(user_id="u1", sinks=[hf])
     reply = await llm.complete(
-        session, kind="research", model=MODEL, messages=[{"role": "user", "content": "hi"}],
+        session,
+        kind="research",
+        model=MODEL,
+        messages=[{"role": "user", "content": "hi"}],
         mock_response="hello",
     )
     assert reply.choices[0].message.content == "hello"
@@ -75,12 +78,17 @@ async def test_llm_call_row_has_usage_cost_and_kind(hf: HFDatasetSink, tmp_path:
     assert row["timestamp"].endswith("+00:00")
 
 
-async def test_failed_call_row_is_scrubbed_and_error_reraised(hf: HFDatasetSink, tmp_path: Path) -> None:
+async def test_failed_call_row_is_scrubbed_and_error_reraised(
+    hf: HFDatasetSink, tmp_path: Path
+) -> None:
     session = Session(user_id="u1", sinks=[hf])
     secret = "sk-proj-" + "A1b2C3d4" * 5
     with pytest.raises(Exception, match="boom"):
         await llm.complete(
-            session, kind="main", model=MODEL, messages=[{"role": "user", "content": "hi"}],
+            session,
+            kind="main",
+            model=MODEL,
+            messages=[{"role": "user", "content": "hi"}],
             mock_response=Exception(f"boom with key {secret}"),
         )
     assert hf.flush(5)
@@ -93,12 +101,19 @@ async def test_failed_call_row_is_scrubbed_and_error_reraised(hf: HFDatasetSink,
     assert "[REDACTED:openai_key]" in row["data"]["error_message"]
 
 
-async def test_streamed_call_is_recorded_once_with_tokens(hf: HFDatasetSink, tmp_path: Path) -> None:
+async def test_streamed_call_is_recorded_once_with_tokens(
+    hf: HFDatasetSink, tmp_path: Path
+) -> None:
     session = Session(sinks=[hf])
     chunks = []
     reply = await llm.complete(
-        session, kind="main", model=MODEL, messages=[{"role": "user", "content": "hi"}],
-        stream=True, on_chunk=chunks.append, mock_response="a streamed reply",
+        session,
+        kind="main",
+        model=MODEL,
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        on_chunk=chunks.append,
+        mock_response="a streamed reply",
     )
     assert chunks
     assert reply.choices[0].message.content == "a streamed reply"
@@ -112,7 +127,10 @@ async def test_streamed_call_is_recorded_once_with_tokens(hf: HFDatasetSink, tmp
 def test_sync_call_is_recorded(hf: HFDatasetSink, tmp_path: Path) -> None:
     session = Session(sinks=[hf])
     llm.complete_sync(
-        session, kind="compaction", model=MODEL, messages=[{"role": "user", "content": "x"}],
+        session,
+        kind="compaction",
+        model=MODEL,
+        messages=[{"role": "user", "content": "x"}],
         mock_response="summary",
     )
     assert hf.flush(5)
@@ -133,8 +151,12 @@ async def test_context_reaches_litellm_under_one_namespaced_key() -> None:
         sink = InMemorySink()
         session = Session(user_id="alice", sinks=[sink])
         await llm.complete(
-            session, kind="effort_probe", model=MODEL, messages=[{"role": "user", "content": "p"}],
-            mock_response="pong", metadata={"team": "ml"},
+            session,
+            kind="effort_probe",
+            model=MODEL,
+            messages=[{"role": "user", "content": "p"}],
+            mock_response="pong",
+            metadata={"team": "ml"},
         )
         (event,) = sink.of_type("llm_call")
         for _ in range(200):
@@ -174,7 +196,9 @@ class ExplodingSink:
         return True
 
 
-async def test_raising_sink_does_not_break_a_turn(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_raising_sink_does_not_break_a_turn(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     good = InMemorySink()
     bad = ExplodingSink()
     session = Session(user_id="u", sinks=[bad, good])
@@ -212,8 +236,17 @@ async def test_agent_turn_rows_cover_all_event_shapes(hf: HFDatasetSink, tmp_pat
     by_type: dict[str, list[dict]] = {}
     for r in rows:
         by_type.setdefault(r["event_type"], []).append(r)
-    assert {"turn_start", "turn_complete", "tool_call", "sandbox_create", "sandbox_destroy",
-            "hf_job_submit", "hf_job_complete", "feedback", "llm_call_error"} <= set(by_type)
+    assert {
+        "turn_start",
+        "turn_complete",
+        "tool_call",
+        "sandbox_create",
+        "sandbox_destroy",
+        "hf_job_submit",
+        "hf_job_complete",
+        "feedback",
+        "llm_call_error",
+    } <= set(by_type)
     tool = by_type["tool_call"][0]["data"]
     assert set(tool) >= {"name", "duration_ms", "ok"}
     assert {t["data"]["name"] for t in by_type["tool_call"]} >= {"run_python", "research", "hf_job"}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 
 from agent.config import AgentConfig, ConfigError
@@ -97,7 +95,9 @@ def test_plain_http_to_a_remote_host_warns_about_clear_text() -> None:
     assert any("clear text" in w for w in gate.warnings)
 
 
-@pytest.mark.parametrize("host", ["http://localhost:3000", "http://127.0.0.1:3000", "http://[::1]:3000"])
+@pytest.mark.parametrize(
+    "host", ["http://localhost:3000", "http://127.0.0.1:3000", "http://[::1]:3000"]
+)
 def test_plain_http_to_loopback_is_fine(host: str) -> None:
     gate = resolve_gate(cfg(), {**FULL, "LANGFUSE_HOST": host})
     assert gate.enabled and not any("clear text" in w for w in gate.warnings)

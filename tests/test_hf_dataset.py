@@ -126,7 +126,10 @@ def test_unwritable_directory_keeps_rows_in_memory_then_writes_them(
     assert any("cannot write" in r.getMessage() for r in caplog.records)
     (tmp_path / "data").unlink()
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and len(lines(tmp_path) if (tmp_path / "data").is_dir() else []) < 50:
+    while (
+        time.monotonic() < deadline
+        and len(lines(tmp_path) if (tmp_path / "data").is_dir() else []) < 50
+    ):
         time.sleep(0.1)
     sink.shutdown(5)
     assert [json.loads(x)["data"]["i"] for x in lines(tmp_path)] == list(range(50))
@@ -171,7 +174,12 @@ def _mock_hub(router: respx.Router, commits: list[dict], fail_first: int = 0) ->
         files = json.loads(request.content)["files"]
         return httpx.Response(
             200,
-            json={"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]},
+            json={
+                "files": [
+                    {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                    for f in files
+                ]
+            },
         )
 
     router.post(url__regex=rf"{HUB}/api/datasets/{REPO}/preupload/.*").mock(side_effect=preupload)
@@ -188,7 +196,11 @@ def _mock_hub(router: respx.Router, commits: list[dict], fail_first: int = 0) ->
         commits.append(files)
         return httpx.Response(
             200,
-            json={"success": True, "commitOid": "a" * 40, "commitUrl": f"{HUB}/datasets/{REPO}/commit/{'a' * 40}"},
+            json={
+                "success": True,
+                "commitOid": "a" * 40,
+                "commitUrl": f"{HUB}/datasets/{REPO}/commit/{'a' * 40}",
+            },
         )
 
     router.post(url__regex=rf"{HUB}/api/datasets/{REPO}/commit/.*").mock(side_effect=commit)
@@ -210,7 +222,9 @@ def test_push_to_the_hub(tmp_path: Path, monkeypatch) -> None:
     commits: list[dict] = []
     with respx.mock(assert_all_called=False) as router:
         _mock_hub(router, commits)
-        sink = HFDatasetSink(tmp_path, repo_id=REPO, token="hf_test_token_not_real", push_interval_s=3600)
+        sink = HFDatasetSink(
+            tmp_path, repo_id=REPO, token="hf_test_token_not_real", push_interval_s=3600
+        )
         for i in range(10):
             sink.export(event(i))
         assert sink.flush(5)
@@ -223,12 +237,16 @@ def test_push_to_the_hub(tmp_path: Path, monkeypatch) -> None:
     assert _pushed_rows(commits) == list(range(10))
 
 
-def test_push_failure_then_recovery_loses_and_duplicates_nothing(tmp_path: Path, monkeypatch) -> None:
+def test_push_failure_then_recovery_loses_and_duplicates_nothing(
+    tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     commits: list[dict] = []
     with respx.mock(assert_all_called=False) as router:
         state = _mock_hub(router, commits, fail_first=1)
-        sink = HFDatasetSink(tmp_path, repo_id=REPO, token="hf_test_token_not_real", push_interval_s=3600)
+        sink = HFDatasetSink(
+            tmp_path, repo_id=REPO, token="hf_test_token_not_real", push_interval_s=3600
+        )
         for i in range(5):
             sink.export(event(i))
         sink.flush(5)

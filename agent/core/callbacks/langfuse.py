@@ -769,9 +769,10 @@ class LangfuseForwardingLogger(CustomLogger):
             deadline,
         )
 
-    def _bounded(self, fn: Any, deadline: float) -> bool:
+    def _bounded(self, fn: Any, deadline: float, *, with_event: bool = False) -> Any:
         """Run ``fn`` on a daemon thread and give up at ``deadline`` (the SDK's flush and
-        OpenTelemetry's export take no usable timeout)."""
+        OpenTelemetry's export take no usable timeout). Returns whether it finished in time
+        (and, with ``with_event``, the event set when it does finish)."""
         done = threading.Event()
         result: list[Any] = []
 
@@ -785,7 +786,8 @@ class LangfuseForwardingLogger(CustomLogger):
 
         threading.Thread(target=target, name="langfuse-flush", daemon=True).start()
         finished = done.wait(max(0.0, deadline - time.monotonic()))
-        return finished and bool(result) and result[0] is not False
+        ok = finished and bool(result) and result[0] is not False
+        return (ok, done) if with_event else ok
 
     def shutdown(self, timeout: float | None = None) -> dict[str, Any]:
         """Deliver what can be delivered within ``timeout`` seconds, then stop. Idempotent."""
@@ -812,16 +814,19 @@ class LangfuseForwardingLogger(CustomLogger):
                 self._provider.shutdown()
             return True
 
-        finished = self._bounded(stop_sdk, deadline)
+        finished, stopped = self._bounded(stop_sdk, deadline, with_event=True)
         if not finished:
-            # A dead or silent host: stop waiting, count what did not leave.
-            pending = self._span_queue()
-            if pending is not None:
-                self.dropped["not_exported_at_shutdown"] += len(pending[0])
+            # A dead or silent host: stop waiting. Shutting the exporter down aborts the export
+            # in flight and drops (and counts) every later one at once, so the SDK's own
+            # shutdown, still running on its daemon thread, ends promptly and sends nothing.
             with contextlib.suppress(Exception):
-                self.exporter.abort()
+                self.exporter.shutdown(timeout_millis=200)
             with contextlib.suppress(Exception):
                 self._http.close()
+            if not stopped.wait(0.5):
+                pending = self._span_queue()
+                if pending is not None:
+                    self.dropped["not_exported_at_shutdown"] += len(pending[0])
         self._forget_client()
         report = self.stats()
         report["completed_in_time"] = bool(drained and finished)
