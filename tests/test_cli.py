@@ -143,3 +143,119 @@ def test_unknown_config_key_is_named(tmp_path: Path) -> None:
     proc = cli("run", "x", "--config", str(cfg))
     assert proc.returncode == 2
     assert "telemetry_directory" in proc.stderr
+
+
+# -- observability check / preview --
+
+
+def test_check_reports_off_without_settings(tmp_path: Path) -> None:
+    proc = cli("observability", "check", "--json", "--telemetry-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["enabled"] is False and "destination" not in out
+    assert out["policy"]["system_prompt"] == "scrub"
+
+
+def test_check_prints_destination_and_policy_never_the_secret(tmp_path: Path) -> None:
+    env = {
+        "LANGFUSE_BASE_URL": "https://cloud.langfuse.com",
+        "LANGFUSE_PUBLIC_KEY": "pk-lf-0123456789abcdef",
+        "LANGFUSE_SECRET_KEY": "sk-lf-THE-SECRET-VALUE",
+        "ML_INTERN_REDACT": "preset=no-tool-io",
+    }
+    proc = cli("observability", "check", "--json", "--telemetry-dir", str(tmp_path), env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["enabled"] is True
+    assert out["destination"]["host"] == "https://cloud.langfuse.com"
+    assert out["destination"]["host_from"] == "LANGFUSE_BASE_URL"
+    assert out["policy"]["tool_results"] == "drop"
+    assert "THE-SECRET-VALUE" not in proc.stdout + proc.stderr
+    text = cli("observability", "check", "--telemetry-dir", str(tmp_path), env=env)
+    assert (
+        "cloud.langfuse.com" in text.stdout and "THE-SECRET-VALUE" not in text.stdout + text.stderr
+    )
+
+
+def test_check_explicit_backend_with_missing_settings_exits_2_naming_them(tmp_path: Path) -> None:
+    proc = cli(
+        "observability",
+        "check",
+        "--observability-backend",
+        "langfuse",
+        "--telemetry-dir",
+        str(tmp_path),
+        env={"LANGFUSE_PUBLIC_KEY": "pk-lf-1"},
+    )
+    assert proc.returncode == 2
+    assert "LANGFUSE_HOST" in proc.stderr and "LANGFUSE_SECRET_KEY" in proc.stderr
+
+
+def test_demo_with_explicit_backend_and_no_settings_is_a_startup_error(tmp_path: Path) -> None:
+    proc = cli("demo", "--observability-backend", "langfuse", "--telemetry-dir", str(tmp_path))
+    assert proc.returncode == 2
+    assert "LANGFUSE_HOST" in proc.stderr
+    assert not (tmp_path / "data").exists()  # nothing ran
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ("preset=nope", "unknown preset 'nope'"),
+        ("tool_results=shred", "unknown action 'shred'"),
+        ("prompts=drop", "prompts"),
+        ("user_messages=truncate:x", "truncate"),
+        ("user_id=hash", "ML_INTERN_REDACT_HMAC_KEY"),
+    ],
+)
+def test_bad_redact_specs_are_clear_errors(tmp_path: Path, spec: str, fragment: str) -> None:
+    for args in (["observability", "check"], ["observability", "preview"], ["demo"]):
+        proc = cli(*args, "--redact", spec, "--telemetry-dir", str(tmp_path))
+        assert proc.returncode == 2, (args, proc.stdout)
+        assert "redact" in proc.stderr and fragment in proc.stderr
+
+
+def test_bad_redact_env_is_a_clear_error(tmp_path: Path) -> None:
+    proc = cli(
+        "observability",
+        "check",
+        "--telemetry-dir",
+        str(tmp_path),
+        env={"ML_INTERN_REDACT": "preset=nope"},
+    )
+    assert proc.returncode == 2 and "preset" in proc.stderr
+
+
+def test_preview_shows_original_and_what_is_sent(tmp_path: Path) -> None:
+    proc = cli("observability", "preview", "--redact", "preset=metadata-only", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    original = json.dumps(out["original"])
+    sent = json.dumps(out["redacted"])
+    assert "hf_" in original
+    for message in out["redacted"]["messages"]:
+        content = message.get("content")
+        assert content is None or "DROPPED" in json.dumps(content)
+    assert "[REDACTED" not in sent or "DROPPED" in sent
+    assert out["report"]["fields"]
+
+
+def test_preview_of_a_saved_call(tmp_path: Path) -> None:
+    call = tmp_path / "call.json"
+    call.write_text(
+        json.dumps(
+            {
+                "model": "openai/gpt-4o-mini",
+                "messages": [
+                    {"role": "user", "content": "my token hf_abcdefghijklmnopqrstuvwxyz123456"}
+                ],
+            }
+        )
+    )
+    proc = cli("observability", "preview", "--file", str(call), "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert "[REDACTED:hf_token]" in out["redacted"]["messages"][0]["content"]
+    assert "hf_abcdefghijklmnopqrstuvwxyz123456" in out["original"]["messages"][0]["content"]
+    bad = cli("observability", "preview", "--file", str(tmp_path / "missing.json"))
+    assert bad.returncode == 2 and "--file" in bad.stderr
