@@ -308,3 +308,17 @@ def test_secret_key_never_in_cli_output(tmp_path: Path, secret: str) -> None:
         assert proc.returncode == 0, proc.stderr
         assert secret not in proc.stdout + proc.stderr
         assert "clear text" in proc.stdout + proc.stderr
+
+
+def test_environment_and_release_reach_the_spans(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, secret: str) -> None:
+    monkeypatch.setenv("LANGFUSE_TRACING_ENVIRONMENT", "staging")
+    monkeypatch.setenv("LANGFUSE_RELEASE", "v1.2.3")
+    with FakeLangfuse() as fake:
+        obs, _ = setup(fake.url, tmp_path, monkeypatch)
+        run_turns(obs, 1)
+        obs.shutdown(5)
+        spans = fake.spans
+    assert spans
+    for span in spans:
+        assert span["attributes"].get("langfuse.environment") == "staging"
+        assert span["attributes"].get("langfuse.release") == "v1.2.3"
