@@ -152,3 +152,25 @@ def test_langfuse_not_installed_names_the_install_command(monkeypatch: pytest.Mo
     gate = resolve_gate(cfg(), FULL)
     assert not gate.enabled
     assert any("pip install" in w for w in gate.warnings)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {**FULL, "LANGFUSE_HOST": "langfuse.example.com"},
+        {**FULL, "LANGFUSE_HOST": "ftp://x"},
+        {k: v for k, v in FULL.items() if k != "LANGFUSE_HOST"},
+        {**FULL, "LANGFUSE_SAMPLE_RATE": "nope"},
+    ],
+)
+def test_the_secret_key_is_never_in_an_error_or_warning(
+    env: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = FULL["LANGFUSE_SECRET_KEY"]
+    try:
+        resolve_gate(cfg("langfuse"), env)
+    except ConfigError as exc:
+        assert secret not in str(exc)
+    gate = resolve_gate(cfg(), env)
+    assert all(secret not in w for w in gate.warnings)
+    assert secret not in caplog.text

@@ -310,7 +310,9 @@ def test_secret_key_never_in_cli_output(tmp_path: Path, secret: str) -> None:
         assert "clear text" in proc.stdout + proc.stderr
 
 
-def test_environment_and_release_reach_the_spans(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, secret: str) -> None:
+def test_environment_and_release_reach_the_spans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, secret: str
+) -> None:
     monkeypatch.setenv("LANGFUSE_TRACING_ENVIRONMENT", "staging")
     monkeypatch.setenv("LANGFUSE_RELEASE", "v1.2.3")
     with FakeLangfuse() as fake:

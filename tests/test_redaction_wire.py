@@ -357,3 +357,26 @@ def test_unique_keys_per_setup_do_not_reuse_a_cached_client(
         hosts = [c.request.url.host for c in router.calls if c.request.url.path.endswith("/traces")]
     assert hosts.count("second.example.test") >= 1
     assert hosts.count("langfuse.example.test") >= 1
+
+
+@pytest.mark.parametrize(
+    ("hook", "expect"), [("boom", "[REDACTION_FAILED]"), ("upper", "MARKERUSERBRAVO")]
+)
+def test_user_hook_runs_and_fails_closed_on_the_wire(
+    hook: str, expect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with mocked_world() as router:
+        obs, _ = _setup(tmp_path, f"hook=tests.redaction_hooks:{hook}", None, monkeypatch)
+        session = Session(user_id="u", observability=obs)
+        llm.complete_sync(
+            session,
+            kind="main",
+            model="openai/gpt-4o-mini",
+            messages=[{"role": "user", "content": f"{MARKERS['user']} hello"}],
+            mock_response="fine",
+        )
+        obs.shutdown(10)
+        text = wire_bytes(router).decode("utf-8", "replace")
+    assert expect in text
+    if hook == "boom":
+        assert MARKERS["user"] not in text  # the raw value never goes out
