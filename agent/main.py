@@ -371,10 +371,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
 def _print_rows(rows: list[dict[str, Any]]) -> None:
     t = Table()
     for col in ("timestamp", "event_type", "kind", "session", "turn", "langfuse_trace_id", "data"):
-        t.add_column(col, overflow="fold")
+        t.add_column(col, overflow="fold", no_wrap=col != "data")
     for r in rows:
         t.add_row(
-            str(r["timestamp"])[:23],
+            str(r["timestamp"])[:19].replace("T", " "),
             str(r["event_type"]),
             str(r.get("kind") or ""),
             str(r.get("session_id") or "")[:8],

@@ -232,8 +232,11 @@ class Agent:
         tools: list[dict[str, Any]] | None = None,
         **params: Any,
     ) -> Any:
+        stream = self.stream
         if self.scripted is not None:
             params.update(self.scripted.mock_kwargs(kind, messages, tools, params))
+            # litellm's mock stream carries text only: a scripted tool call is not streamed.
+            stream = stream and not params.get("mock_tool_calls")
         self.llm_calls += 1
         return await llm.complete(
             self.session,
@@ -241,7 +244,7 @@ class Agent:
             model=self.model,
             messages=messages,
             tools=tools,
-            stream=self.stream,
+            stream=stream,
             **params,
         )
 
