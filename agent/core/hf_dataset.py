@@ -44,6 +44,8 @@ from agent.core.session import Event
 logger = logging.getLogger(__name__)
 
 SHARD_MAX_BYTES = 64 * 1024 * 1024
+# How long the writer lets a burst of rows gather after a quiet spell (see _write_loop).
+_GATHER_S = 0.02
 STATE_FILE = ".hub_state.json"
 
 
@@ -92,6 +94,8 @@ class HFDatasetSink:
         self._written_seq = 0
         self._enqueued_seq = 0
         self._closed = False
+        self._idle = False
+        self._hurry = threading.Event()
         self._fd: int | None = None
         self._shard_path: Path | None = None
         self._shard_day: str | None = None
@@ -133,11 +137,13 @@ class HFDatasetSink:
                 return
             self._queue.append(event)
             self._enqueued_seq += 1
-            self._cond.notify()
+            if self._idle:
+                self._cond.notify()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every row exported so far is on disk. False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._hurry.set()
         with self._cond:
             target = self._enqueued_seq
             self._cond.notify_all()
@@ -157,6 +163,7 @@ class HFDatasetSink:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self._hurry.set()
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         self._writer.join(remaining)
         pushed = True
@@ -187,14 +194,29 @@ class HFDatasetSink:
         retry_at = 0.0
         while True:
             with self._cond:
+                waited = False
                 while not self._queue and not self._closed:
+                    waited = True
+                    self._idle = True
                     if self._pending:
                         wait = retry_at - time.monotonic()
                         if wait <= 0:
+                            self._idle = False
                             break
                         self._cond.wait(timeout=wait)
                     else:
                         self._cond.wait()
+                    self._idle = False
+                gather = waited and bool(self._queue) and not self._closed
+            if gather:
+                # Why (performance): woken by the first row after a quiet spell, let the rows of
+                # a burst gather (flush and shutdown cut this short), then serialise and write
+                # them with one write. export() only wakes an idle writer, so a burst costs one
+                # wake-up and one hand-over of the GIL instead of one per row, each of which
+                # stalls the agent's thread.
+                self._hurry.wait(_GATHER_S)
+                self._hurry.clear()
+            with self._cond:
                 batch = list(self._queue)
                 self._queue.clear()
                 closing = self._closed

@@ -37,6 +37,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 __all__ = [
@@ -91,11 +92,14 @@ def _after(literal: str) -> str:
 # (`token == x`). Every repetition is possessive or bounded and its alternatives are disjoint.
 _NAME_TAIL = r"[a-z0-9_.\-]{0,40}+"
 _QUOTE = r"""(?:\\?["'])?+"""
+# Why (performance): quoted values take runs of plain characters at once (`[^"\\\n]++`), not
+# one character per repetition; the alternatives start with different characters, so each
+# matches exactly what `(?:[^"\\\n]|\\.)++` matched.
 _VALUE = (
     r"(?!\[redacted:)(?!=)("
-    r"""(?<=\\")(?:[^"\\\n]|\\[^"])++(?=\\")"""  # \"value\"
-    r"""|(?<=")(?:[^"\\\n]|\\.)++(?=")"""  # "value"
-    r"""|(?<=')(?:[^'\\\n]|\\.)++(?=')"""  # 'value'
+    r"""(?<=\\")(?:[^"\\\n]++|\\[^"])++(?=\\")"""  # \"value\"
+    r"""|(?<=")(?:[^"\\\n]++|\\.)++(?=")"""  # "value"
+    r"""|(?<=')(?:[^'\\\n]++|\\.)++(?=')"""  # 'value'
     r"""|[^\s"',;\\][^\s"',;]*+"""  # value
     r")"
 )
@@ -127,7 +131,13 @@ DEFAULT_PATTERNS: tuple[SecretPattern, ...] = (
     # partial key must not leak. Possessive: the body is consumed once, never backtracked.
     _p(
         "pem_private_key",
-        rf"-----BEGIN {_PEM_NAME}(?:[^-]++|-(?!----END ))*+(?:-----END {_PEM_NAME})?",
+        # The body stops where "-----END " starts. Dash runs are taken whole where no END line
+        # can start inside them (1-4 dashes, or a run not followed by "END "), and a run that
+        # ends in an END line is taken up to its last five dashes: per run, not per dash, so
+        # dash-heavy bodies stay fast. Same stopping point as the one-dash-at-a-time
+        # `(?:[^-]++|-(?!----END ))*+`.
+        rf"-----BEGIN {_PEM_NAME}(?:[^-]++|-{{1,4}}+(?!-)|-++(?!END )|-+(?=-----END ))*+"
+        rf"(?:-----END {_PEM_NAME})?",
     ),
     _p("hf_token", rf"hf_{_after('hf_')}[A-Za-z0-9]{{30,}}+"),
     _p("anthropic_key", rf"sk-ant-{_after('sk-ant-')}[A-Za-z0-9_\-]{{20,}}+"),
@@ -148,6 +158,12 @@ DEFAULT_PATTERNS: tuple[SecretPattern, ...] = (
 
 
 # -- the scrubber -------------------------------------------------------------------------------
+
+# Strings up to this length that held no secret are remembered per scrubber (see __init__),
+# up to this many strings and this many characters in all.
+_CLEAN_MAX_LEN = 4096
+_CLEAN_MAX_COUNT = 8192
+_CLEAN_MAX_CHARS = 4 * 1024 * 1024
 
 
 class Scrubber:
@@ -196,6 +212,16 @@ class Scrubber:
         self._key_marker = (
             "[REDACTED:secret_assignment]" if "secret_assignment" in self.names else None
         )
+        # Why (performance): a record is mostly strings that repeat from call to call: dict
+        # keys, roles, names, schema words and tool descriptions (each costs a dozen regex calls
+        # whatever its length), and the system prompt and history, which every call of an agent
+        # loop resends. Strings up to _CLEAN_MAX_LEN found to hold *no* match are remembered
+        # (never one that held a secret), so the next sighting is a hash and a set lookup.
+        # Bounded (count and characters): cleared when full. Same result either way: the
+        # patterns are fixed per scrubber.
+        self._clean: set[str] = set()
+        self._clean_chars = 0
+        self._secret_keys: dict[str, bool] = {}
 
     def scrub_text(self, text: str) -> tuple[str, Counter[str]]:
         """``text`` with every match replaced by its marker, and the count per pattern name."""
@@ -209,16 +235,23 @@ class Scrubber:
         """
         if not text:
             return text
-        spans: list[tuple[int, int, int]] = []  # (start, priority, end)
+        cacheable = len(text) <= _CLEAN_MAX_LEN
+        if cacheable and text in self._clean:
+            return text
+        # (priority, [(start, end), ...]) per pattern that matched, spans in text order
+        matched: list[tuple[int, list[tuple[int, int]]]] = []
         prio = 0
         for rx, group in self._plain:
             # `search` first: most texts have no match and it is cheaper than an iterator.
             first = rx.search(text)
             if first is not None:
-                for m in rx.finditer(text, first.start()):
-                    s, e = m.span(group)
-                    if s < e:  # an empty or non-participating group redacts nothing
-                        spans.append((s, prio, e))
+                # Why (performance): comprehensions, not an append per match: text dense with
+                # matches is bound by this per-match work.
+                found = [m.span(group) for m in rx.finditer(text, first.start())]
+                # an empty or non-participating group redacts nothing
+                found = [span for span in found if span[0] < span[1]]
+                if found:
+                    matched.append((prio, found))
             prio += 1
         if self._lower:
             low = text.lower()
@@ -229,41 +262,70 @@ class Scrubber:
             for rx, group in zip(rx_low, self._lower_groups, strict=True):
                 first = rx.search(low)
                 if first is not None:
-                    for m in rx.finditer(low, first.start()):
-                        s, e = m.span(group)
-                        if s < e:
-                            spans.append((s, prio, e))
+                    found = [m.span(group) for m in rx.finditer(low, first.start())]
+                    found = [span for span in found if span[0] < span[1]]
+                    if found:
+                        matched.append((prio, found))
                 prio += 1
-        if not spans:
+        if not matched:
+            if cacheable:
+                if len(self._clean) >= _CLEAN_MAX_COUNT or self._clean_chars > _CLEAN_MAX_CHARS:
+                    self._clean.clear()  # the next line may race another thread: harmless
+                    self._clean_chars = 0
+                self._clean.add(text)
+                self._clean_chars += len(text)
             return text
+        markers, order = self._markers, self._order
+        if len(matched) == 1:
+            # One pattern matched: its spans are already in order and never overlap (they come
+            # from one finditer), so there is nothing to merge. Why (performance): this is the
+            # common case, and text dense with one kind of match is bound by this step.
+            prio, found = matched[0]
+            bounds = [0, *chain.from_iterable(found), len(text)]
+            counts[order[prio].name] += len(found)
+            return markers[prio].join(
+                [text[a:b] for a, b in zip(bounds[::2], bounds[1::2], strict=True)]
+            )
+        spans = [(s, p, e) for p, found in matched for s, e in found]
         # Merge overlaps: the earliest span wins, and at the same start the pattern listed first
         # (the specific `hf_token` before the generic `secret_assignment`).
         spans.sort()
         out: list[str] = []
         pos = 0
-        cur_s, cur_p, cur_e = spans[0]
-        markers, order = self._markers, self._order
-        for s, p, e in spans[1:]:
+        hits = [0] * len(order)  # per priority; added to `counts` once at the end
+        it = iter(spans)
+        cur_s, cur_p, cur_e = next(it)
+        for s, p, e in it:
             if s < cur_e:
                 if e > cur_e:
                     cur_e = e
                 continue
             out.append(text[pos:cur_s])
             out.append(markers[cur_p])
-            counts[order[cur_p].name] += 1
+            hits[cur_p] += 1
             pos = cur_e
             cur_s, cur_p, cur_e = s, p, e
         out.append(text[pos:cur_s])
         out.append(markers[cur_p])
-        counts[order[cur_p].name] += 1
+        hits[cur_p] += 1
         out.append(text[cur_e:])
+        for p, n in enumerate(hits):
+            if n:
+                counts[order[p].name] += n
         return "".join(out)
 
     def secret_key_marker(self, key: object) -> str | None:
         """The marker for a value stored under a secret-looking dict key, else None."""
         if self._key_marker is None or not isinstance(key, str) or len(key) > 160:
             return None
-        return self._key_marker if SECRET_KEY_RE.fullmatch(key.lower()) else None
+        # Why (performance): the same few keys come back on every record; remember the answer.
+        known = self._secret_keys.get(key)
+        if known is None:
+            known = SECRET_KEY_RE.fullmatch(key.lower()) is not None
+            if len(self._secret_keys) >= _CLEAN_MAX_COUNT:
+                self._secret_keys.clear()
+            self._secret_keys[key] = known
+        return self._key_marker if known else None
 
     def scrub_obj(self, obj: Any) -> tuple[Any, Counter[str]]:
         """A scrubbed copy of a JSON-like value (dicts, lists, strings); never mutates ``obj``.

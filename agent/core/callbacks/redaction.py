@@ -672,7 +672,15 @@ class _Run:
                 if not isinstance(v, str):
                     raise TypeError(f"redaction hook returned {type(v).__name__}, not str")
             return v
-        if isinstance(v, Mapping):
+        t = type(v)
+        # Why (performance): exact built-in types first, so the common list / scalar nodes skip
+        # the slow ABC check of ``isinstance(v, Mapping)`` (none of them is a Mapping anyway).
+        if v is None or t is int or t is float or t is bool:
+            return v
+        # Why (performance): a plain string leaf with no limit and no hook is handled inline
+        # (exactly what the str branch above does for it), saving a call per leaf.
+        plain_leaf = not limit and not hook
+        if t is dict or (t is not list and t is not tuple and isinstance(v, Mapping)):
             out: dict[Any, Any] = {}
             for k, x in v.items():
                 marker = (
@@ -683,6 +691,9 @@ class _Run:
                 if marker is not None:
                     counts["secret_assignment"] += 1
                     x = marker
+                elif plain_leaf and type(x) is str:
+                    if scrub:
+                        x = self.scrubber.scrub_into(x, counts)
                 else:
                     x = self._walk(field_name, x, scrub, limit, hook, counts)
                 if scrub and isinstance(k, str):
@@ -690,6 +701,13 @@ class _Run:
                 out[k] = x
             return out
         if isinstance(v, list | tuple):
+            if plain_leaf:
+                return [
+                    (self.scrubber.scrub_into(x, counts) if scrub else x)
+                    if type(x) is str
+                    else self._walk(field_name, x, scrub, limit, hook, counts)
+                    for x in v
+                ]
             return [self._walk(field_name, x, scrub, limit, hook, counts) for x in v]
         if v is None or isinstance(v, bool | int | float):
             return v

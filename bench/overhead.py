@@ -1,0 +1,540 @@
+"""Per-call overhead of each telemetry configuration on a realistic mocked LLM call.
+
+Every configuration runs in its own long-lived subprocess (they share global litellm and
+OpenTelemetry state, so they must not share a process). The orchestrator (this module's
+``run``) starts them, waits until each has imported everything and warmed up, then runs
+*rounds*: in each round every configuration in turn (the starting one rotates) runs one block
+of ``calls`` timed calls while the others sit idle. A block ends with an untimed flush of
+everything that configuration buffers (litellm's logging queue, our forwarder, the exporter,
+the HF sink), so no configuration's background work spills into the next one's block; the
+flush's CPU is still charged to the block (process CPU covers every thread). The figures are
+medians over rounds of per-round statistics.
+
+Each configuration that sends to LangFuse gets its own loopback sink (``BenchSink``: the test
+suite's ``FakeLangfuse`` with decoding deferred to the end, so the sink's own protobuf work does
+not compete with the measured process while it runs). Bytes on the wire are the request bodies
+as received (compressed when the client compressed them).
+
+Worker processes refuse every non-loopback connection (the same guard as the test suite), and
+litellm only ever answers from ``mock_response``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# key -> (label, sends to a LangFuse sink)
+CONFIGS: dict[str, tuple[str, bool]] = {
+    "a": ("no callback", False),
+    "b": ("no-op CustomLogger", False),
+    "c": ("litellm langfuse_otel", True),
+    "d": ("ours, preset=default", True),
+    "e": ("ours, preset=metadata-only", True),
+    "f": ("HF Dataset sink alone", False),
+    "g": ("ours default + HF sink (prod)", True),
+    # Diagnostic, not in the default set: our hook and queue only, the worker drops each
+    # record unprocessed (how much of (d) is the caller's side).
+    "h": ("ours, hook + queue only", True),
+}
+DEFAULT_CONFIGS = "abcdefg"
+
+_MARK = "@@BENCH "
+
+
+# ---------------------------------------------------------------------------------------------
+# the worker (one configuration, in its own process)
+# ---------------------------------------------------------------------------------------------
+
+
+def _loopback_only() -> None:
+    """Refuse every non-loopback connection in this process (as tests/conftest.py does)."""
+    import ipaddress
+    import socket
+
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+
+    def ok(address: object) -> bool:
+        if isinstance(address, tuple) and address and isinstance(address[0], str):
+            host = address[0]
+            if host == "localhost":
+                return True
+            try:
+                return ipaddress.ip_address(host.split("%")[0]).is_loopback
+            except ValueError:
+                return False
+        return isinstance(address, str | bytes)
+
+    def connect(self: socket.socket, address: object) -> object:
+        if not ok(address):
+            raise ConnectionRefusedError(f"bench: refused non-loopback connection {address!r}")
+        return real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: object) -> int:
+        if not ok(address):
+            return 111
+        return real_connect_ex(self, address)
+
+    socket.socket.connect = connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
+
+
+_THREAD_GROUPS = (
+    ("MainThread", "caller"),
+    ("asyncio_", "executor"),
+    ("langfuse-forwarder", "forwarder"),
+    ("Otel", "span export"),
+    ("hf-dataset", "HF writer"),
+)
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds used so far by this process's threads, summed per group (Linux only)."""
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = names.get(int(tid), "")
+        group = next((g for prefix, g in _THREAD_GROUPS if name.startswith(prefix)), "other")
+        out[group] = out.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _send(obj: dict[str, Any]) -> None:
+    sys.stdout.write(_MARK + json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def worker_main(config: str, sink_url: str | None, workdir: str) -> None:
+    _loopback_only()
+    import asyncio
+    import gc
+    import uuid
+
+    import litellm
+    from litellm.integrations.custom_logger import CustomLogger
+
+    from agent.config import AgentConfig
+    from agent.core import llm
+    from agent.core.observability import LangfuseSettings, Observability
+    from agent.core.session import Session
+    from bench import workload
+
+    class NoopLogger(CustomLogger):
+        def log_success_event(self, kwargs, response_obj, start_time, end_time):
+            pass
+
+        async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
+            pass
+
+    fwd = None
+    hf = None
+    obs = None
+    cfg = AgentConfig(telemetry_dir=Path(workdir) / "telemetry")
+
+    def forwarder(spec: str | None) -> Any:
+        from agent.core.callbacks.langfuse import LangfuseForwardingLogger, register
+        from agent.core.callbacks.redaction import RedactionPolicy
+
+        if os.environ.get("BENCH_GATHER_S"):
+            LangfuseForwardingLogger._GATHER_S = float(os.environ["BENCH_GATHER_S"])
+        if os.environ.get("BENCH_YIELD_EVERY"):
+            LangfuseForwardingLogger._YIELD_EVERY = int(os.environ["BENCH_YIELD_EVERY"])
+        tag = uuid.uuid4().hex[:10]
+        settings = LangfuseSettings(
+            host=str(sink_url), public_key=f"pk-lf-bench-{tag}", secret_key=f"sk-lf-bench-{tag}"
+        )
+        f = LangfuseForwardingLogger(settings, policy=RedactionPolicy.from_spec(spec))
+        register(f)
+        return f
+
+    def hf_sink() -> Any:
+        from agent.core.hf_dataset import HFDatasetSink
+
+        return HFDatasetSink(Path(workdir) / "telemetry")
+
+    if config == "b":
+        litellm.callbacks = [NoopLogger()]
+    elif config == "c":
+        # litellm's own callback reads LANGFUSE_OTEL_HOST / keys from the environment, which the
+        # orchestrator set to the loopback sink for this process only.
+        litellm.callbacks = ["langfuse_otel"]
+    elif config == "d":
+        fwd = forwarder(None)
+    elif config == "e":
+        fwd = forwarder("preset=metadata-only")
+    elif config == "f":
+        hf = hf_sink()
+    elif config == "g":
+        fwd = forwarder(None)
+        hf = hf_sink()
+    elif config == "h":
+        fwd = forwarder(None)
+        fwd._forward_call = lambda record: None
+    if fwd is not None or hf is not None:
+        obs = Observability(cfg, hf_sink=hf, forwarder=fwd)
+    session = Session(user_id="bench-user", observability=obs)
+    session.turn_index = 1
+
+    async def one() -> float:
+        t0 = time.perf_counter()
+        await llm.complete(
+            session,
+            kind="main",
+            model=workload.MODEL,
+            messages=workload.MESSAGES,
+            tools=workload.TOOLS,
+            mock_response=workload.REPLY,
+            temperature=0.2,
+            max_tokens=512,
+        )
+        return time.perf_counter() - t0
+
+    def otel_providers() -> list[Any]:
+        # litellm's OpenTelemetry logger keeps its own provider plus one per credential set
+        # (langfuse_otel uses the latter); the global provider is left alone.
+        from litellm.litellm_core_utils import litellm_logging
+
+        found = []
+        for lg in list(getattr(litellm_logging, "_in_memory_loggers", [])):
+            p = getattr(lg, "_tracer_provider", None)
+            if p is not None and hasattr(p, "force_flush"):
+                found.append(p)
+            for cached in list(getattr(lg, "_tracer_provider_cache", {}).values()):
+                found.append(cached.provider)
+        return found
+
+    async def flush() -> None:
+        await llm.adrain_callbacks(30.0)
+        if fwd is not None:
+            fwd.flush(30.0)
+        if hf is not None:
+            hf.flush(30.0)
+        if config == "c":
+            for p in otel_providers():
+                p.force_flush(30_000)
+
+    async def block(n: int) -> dict[str, Any]:
+        durations = []
+        threads0 = thread_cpu()
+        cpu0 = time.process_time()
+        w0 = time.perf_counter()
+        for _ in range(n):
+            durations.append(await one())
+        wall_calls = time.perf_counter() - w0
+        cpu_calls = time.process_time() - cpu0
+        f0 = time.perf_counter()
+        await flush()
+        flush_wall = time.perf_counter() - f0
+        cpu_total = time.process_time() - cpu0
+        threads1 = thread_cpu()
+        return {
+            "threads": {k: v - threads0.get(k, 0.0) for k, v in threads1.items()},
+            "durations": durations,
+            "wall_calls": wall_calls,
+            "cpu_calls": cpu_calls,
+            "cpu_total": cpu_total,
+            "flush_wall": flush_wall,
+        }
+
+    def stats() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if fwd is not None:
+            out["forwarder"] = fwd.stats()
+        if hf is not None:
+            out["hf"] = hf.stats.as_dict()
+        return out
+
+    async def main() -> None:
+        warm = int(os.environ.get("BENCH_WARMUP", "40"))
+        await block(warm)
+        gc.collect()
+        _send({"ready": True, "pid": os.getpid()})
+        loop = asyncio.get_running_loop()
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            cmd = line.split()
+            if not cmd or cmd[0] == "finish":
+                break
+            if cmd[0] == "run":
+                _send({"block": await block(int(cmd[1]))})
+        await flush()
+        report = stats()
+        if config == "d":
+            from bench import checks
+
+            report["checks"] = checks.run(fwd)
+            fwd.flush(30.0)
+        if fwd is not None:
+            report["shutdown"] = fwd.shutdown(10.0)
+        if hf is not None:
+            hf.shutdown(10.0)
+        if config == "c":
+            for p in otel_providers():
+                p.force_flush(30_000)
+        _send({"finished": report})
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------------------------
+# the orchestrator
+# ---------------------------------------------------------------------------------------------
+
+
+def _bench_sink_class() -> Any:
+    from agent.testing.fake_langfuse import FakeLangfuse
+
+    class BenchSink(FakeLangfuse):
+        """``FakeLangfuse`` that keeps OTLP bodies raw and decodes them at the end."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.raw: list[tuple[bytes, str | None]] = []
+
+        def _ingest_otlp(self, body: bytes, headers: dict[str, str]) -> bool:
+            with self._lock:
+                self.raw.append((body, headers.get("content-encoding")))
+            return True
+
+    return BenchSink
+
+
+@dataclass
+class Worker:
+    key: str
+    proc: subprocess.Popen[str]
+    sink: Any
+    log: Path
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    finished: dict[str, Any] = field(default_factory=dict)
+    sink_mark: int = 0  # sink requests received before the timed rounds
+    sink_end: int = 0  # ... and after them (the finish step sends a few check spans)
+
+    def read(self, timeout: float = 600.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(
+                    f"bench worker {self.key} died; see {self.log}:\n"
+                    + self.log.read_text()[-3000:]
+                )
+            if line.startswith(_MARK):
+                return json.loads(line[len(_MARK) :])
+        raise TimeoutError(f"bench worker {self.key}")
+
+    def send(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+
+def _worker_env(sink_url: str | None) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.upper().startswith(("LANGFUSE_", "OTEL_", "ML_INTERN_"))
+        and k.upper() not in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "HF_TOKEN")
+    }
+    env.update(
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        HF_HUB_OFFLINE="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        NO_PROXY="127.0.0.1,localhost",
+        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        PYTHONUNBUFFERED="1",
+    )
+    if sink_url:
+        # Only litellm's langfuse_otel reads these (ours gets its settings passed in).
+        env.update(
+            LANGFUSE_OTEL_HOST=sink_url,
+            LANGFUSE_HOST=sink_url,
+            LANGFUSE_PUBLIC_KEY="pk-lf-bench-otel",
+            LANGFUSE_SECRET_KEY="sk-lf-bench-otel",
+        )
+    return env
+
+
+def _pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    k = (len(s) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def run(
+    *,
+    rounds: int,
+    calls: int,
+    configs: str = DEFAULT_CONFIGS,
+    warmup: int = 40,
+    progress: Any = print,
+) -> dict[str, Any]:
+    """Run the interleaved overhead benchmark; return per-configuration summaries."""
+    BenchSink = _bench_sink_class()
+    workdir = Path(tempfile.mkdtemp(prefix="ml-intern-bench-"))
+    workers: dict[str, Worker] = {}
+    try:
+        for key in configs:
+            sink = BenchSink().start() if CONFIGS[key][1] else None
+            log = workdir / f"worker-{key}.log"
+            env = _worker_env(sink.url if sink else None)
+            env["BENCH_WARMUP"] = str(warmup)
+            (workdir / key).mkdir()
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "import sys; from bench.overhead import worker_main; "
+                    "worker_main(sys.argv[1], sys.argv[2] or None, sys.argv[3])",
+                    key,
+                    sink.url if sink else "",
+                    str(workdir / key),
+                ],
+                cwd=str(ROOT),
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=open(log, "w"),  # noqa: SIM115 - closed with the process
+                text=True,
+                bufsize=1,
+            )
+            workers[key] = Worker(key, proc, sink, log)
+            # Start them one after another: importing litellm is CPU-bound and this box is small.
+            workers[key].read()
+            if sink is not None:
+                workers[key].sink_mark = len(sink.raw)
+            progress(f"  worker {key} ready ({CONFIGS[key][0]})")
+
+        keys = list(configs)
+        for r in range(rounds):
+            order = keys[r % len(keys) :] + keys[: r % len(keys)]
+            for key in order:
+                w = workers[key]
+                time.sleep(0.05)
+                w.send(f"run {calls}")
+                w.blocks.append(w.read()["block"])
+            progress(f"  round {r + 1}/{rounds} done")
+
+        for w in workers.values():
+            if w.sink is not None:
+                w.sink_end = len(w.sink.raw)
+            w.send("finish")
+            w.finished = w.read()["finished"]
+            w.proc.wait(timeout=60)
+        return _summarise(workers, calls, rounds)
+    finally:
+        for w in workers.values():
+            if w.proc.poll() is None:
+                w.proc.kill()
+            if w.sink is not None:
+                w.sink.stop()
+        if os.environ.get("BENCH_KEEP_LOGS"):
+            progress(f"  worker logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _summarise(workers: dict[str, Worker], calls: int, rounds: int) -> dict[str, Any]:
+    """Per configuration: medians over rounds, pooled p99, and "added" figures paired with
+    configuration (a) round by round (the difference within a round, then the median over
+    rounds), which cancels most of the slow drift of a noisy machine."""
+    rows: dict[str, list[dict[str, float]]] = {}
+    pooled: dict[str, list[float]] = {}
+    for key, w in workers.items():
+        rows[key] = [
+            {
+                "p50": statistics.median(b["durations"]),
+                "mean": b["wall_calls"] / len(b["durations"]),
+                "cpu": b["cpu_total"] / len(b["durations"]),
+                **{
+                    f"thread:{k}": v / len(b["durations"])
+                    for k, v in (b.get("threads") or {}).items()
+                },
+            }
+            for b in w.blocks
+        ]
+        pooled[key] = [d for b in w.blocks for d in b["durations"]]
+    base = rows.get("a")
+    out: dict[str, Any] = {}
+    for key, w in workers.items():
+        r = rows[key]
+
+        def med(name: str, r: list[dict[str, float]] = r) -> float:
+            return statistics.median(x[name] for x in r)
+
+        def added(name: str, r: list[dict[str, float]] = r) -> float | None:
+            if base is None:
+                return None
+            return statistics.median(x[name] - y[name] for x, y in zip(r, base, strict=True))
+
+        summary: dict[str, Any] = {
+            "label": CONFIGS[key][0],
+            "p50": med("p50"),
+            "mean": med("mean"),
+            "cpu": med("cpu"),
+            "p99": _pct(pooled[key], 0.99),
+            "added_p50": added("p50"),
+            "added_mean": added("mean"),
+            "added_cpu": added("cpu"),
+            "added_p99": _pct(pooled[key], 0.99) - _pct(pooled["a"], 0.99) if base else None,
+            "calls": calls * rounds,
+            "rounds": rounds,
+            # per thread group, CPU s per call (median over rounds; clock ticks are coarse:
+            # meaningful summed over a block, not per call)
+            "threads": {
+                name.split(":", 1)[1]: statistics.mean(x.get(name, 0.0) for x in r)
+                for name in sorted({n for x in r for n in x if n.startswith("thread:")})
+            },
+        }
+        if w.sink is not None:
+            import gzip
+
+            from agent.testing.otlp import decode_otlp
+
+            raw = w.sink.raw[w.sink_mark : w.sink_end]
+            n = calls * rounds
+            summary["wire_bytes_per_call"] = sum(len(b) for b, _ in raw) / n
+            summary["proto_bytes_per_call"] = (
+                sum(len(gzip.decompress(b)) if e == "gzip" else len(b) for b, e in raw) / n
+            )
+            summary["requests"] = len(raw)
+            summary["encodings"] = sorted({e or "none" for _, e in raw})
+            spans = [s for body, enc in raw for s in decode_otlp(body, enc)]
+            summary["spans"] = len(spans)
+            # One span per call carries the generation: ours is "llm.main", litellm's own
+            # callback names its request span "litellm_request" (plus a raw_gen_ai_request child).
+            call_span = "litellm_request" if key == "c" else "llm.main"
+            summary["call_spans"] = sum(1 for s in spans if s["name"] == call_span)
+            summary["sink_errors"] = w.sink.errors
+        summary["worker"] = w.finished
+        out[key] = summary
+    return out

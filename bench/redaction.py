@@ -1,0 +1,303 @@
+"""Redaction throughput, whole-record redaction time and HF Dataset sink rows per second.
+
+- ``scrub`` (``agent.core.redact.scrub``, the text pass both pipelines use) on ordinary text
+  of 1 KB, 100 KB and 1 MB, in MB/s, and on adversarial 1 MB inputs built to make a regex
+  engine backtrack or do work at every position (runs of pattern prefixes, near-miss tokens,
+  huge whitespace runs ...), reported as a slowdown factor against ordinary text of the same
+  size.
+- ``redact(record, policy)`` on the realistic call's record (the one ``bench.workload``
+  sends), under ``preset=default`` and ``preset=metadata-only``.
+- HF Dataset sink: export N ``llm_call`` events, then flush; rows per second of wall time.
+
+All single-process and in-thread; figures are medians of repeated timings.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+KB = 1024
+MB = 1024 * 1024
+SIZES = {"1 KB": KB, "100 KB": 100 * KB, "1 MB": MB}
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+_TEXT = (
+    "the model trains on the dataset with a learning rate of 3e-5 and a batch size of 32 "
+    "tokenizer padding truncation max_tokens evaluation accuracy macro f1 precision recall "
+    "we keep the validation split stratified so the label ratio holds and log every step "
+    "the job ran on an a10g small instance for forty minutes and the loss went down steadily "
+    "def train(model, loader): for batch in loader: loss = model(**batch).loss loss.backward() "
+    'print({"epoch": 3, "eval_loss": 0.2871, "eval_f1": 0.912}) keyboard passage monkey '
+    "Hugging Face Hub repo revision main commit sha pushed the checkpoint and the model card "
+    "Authorization headers are never printed and the API is called with the user's session "
+    "a b c d e f g h i j k l m n o p q r s t u v w x y z A B C D E F G 0 1 2 3 4 5 6 7 8 9"
+)
+_WORDS = _TEXT.split()
+
+
+def ordinary_text(size: int, seed: int = 7) -> str:
+    """Technical chat/code prose of ``size`` characters: words like ``token``, ``key`` and
+    ``pass`` occur (so the patterns do real work) and one real secret per ~64 KB."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    n = 0
+    next_secret = 32 * KB
+    while n < size:
+        if n >= next_secret:
+            w = rng.choice(
+                [
+                    "hf_" + "".join(rng.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=34)),
+                    "api_key=" + "".join(rng.choices("abcdef0123456789", k=32)),
+                    "Bearer " + "".join(rng.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=40)),
+                ]
+            )
+            next_secret += 64 * KB
+        else:
+            w = rng.choice(_WORDS)
+        out.append(w)
+        n += len(w) + 1
+        if rng.random() < 0.08:
+            out.append("\n")
+    return " ".join(out)[:size]
+
+
+def _fill(unit: str, size: int) -> str:
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+def adversarial_inputs(size: int = MB) -> dict[str, str]:
+    """Inputs built to trigger backtracking or per-position work in the secret patterns."""
+    return {
+        "'hf_' run": _fill("hf_", size),
+        "'hf_'+29 (near miss)": _fill("hf_" + "a" * 29 + " ", size),
+        "'sk-' run": _fill("sk-", size),
+        "'sk-ant-'+19 (near miss)": _fill("sk-ant-" + "b" * 19 + " ", size),
+        "'ghp_'+35 (near miss)": _fill("ghp_" + "c" * 35 + " ", size),
+        "'g' run": _fill("g", size),
+        "'A' run": _fill("A", size),
+        "'AKIA'+15 (near miss)": _fill("AKIA" + "D" * 15 + " ", size),
+        "'Bearer ' run": _fill("Bearer ", size),
+        "'bearer'+spaces+15": _fill("bearer" + " " * 20 + "e" * 15 + " ", size),
+        "'-----BEGIN ' run": _fill("-----BEGIN ", size),
+        "PEM header, no END": "-----BEGIN RSA PRIVATE KEY-----\n" + _fill("-" * 4 + "x", size),
+        "'-' run": _fill("-", size),
+        "'token=' run": _fill("token=", size),
+        "'token' run": _fill("token", size),
+        "'key' run": _fill("key", size),
+        "'api_key: ' run": _fill("api_key: ", size),
+        "'secret=\"' unclosed": _fill('secret="' + "v " * 20, size),
+        "'password=\\\\\"' run": _fill('password=\\"' + "\\x" * 8, size),
+        "'token=\"' run": _fill('token="', size),
+        "'token: ' run": _fill("token: ", size),
+        "'TOKEN' run then '='": _fill("TOKEN", size - 1) + "=",
+        "'password' run": _fill("password", size),
+        "'github_pat_' run": _fill("github_pat_", size),
+        "PEM BEGIN headers run": _fill("-----BEGIN RSA PRIVATE KEY-----", size),
+        "'token=' + long unclosed quote": 'token="' + "a" * (size - 7),
+        "'token='' + escapes": "token='" + _fill("\\a", size - 7),
+        "'api_key = ' + spaces": "api_key = " + " " * (size - 10),
+        "'token' + long name": "token" + "a" * (size - 7) + "=x",
+        "mixed quotes run": _fill("token=\"x'", size),
+        "letters then '!'": _fill("a", size - 1) + "!",
+        "whitespace run": " " * size,
+        "tabs/newlines run": _fill(" \t\n\r", size),
+        "random printable": "".join(
+            random.Random(3).choices(
+                "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-=:\"' ",
+                k=size,
+            )
+        ),
+    }
+
+
+# -- timing -------------------------------------------------------------------------------------
+
+
+def _time(fn: Callable[[], Any], *, min_time: float, min_reps: int = 3) -> float:
+    """Median seconds per call of ``fn`` over at least ``min_reps`` calls / ``min_time`` s."""
+    fn()  # warm (compiles, caches)
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < min_reps or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+        if len(samples) > 100_000:
+            break
+    return statistics.median(samples)
+
+
+def scrub_throughput(quick: bool = False) -> dict[str, Any]:
+    from agent.core.redact import scrub
+
+    budget = 0.4 if quick else 1.5
+    ordinary: dict[str, dict[str, float]] = {}
+    for label, size in SIZES.items():
+        text = ordinary_text(size)
+        if size <= _clean_cache_max_len():
+            # The scrubber remembers strings this short that held no secret (a string an agent
+            # resends is scrubbed once): time fresh strings, as the first sighting costs.
+            counter = iter(range(1 << 62))
+
+            def fresh(text: str = text, counter: Any = counter) -> str:
+                return scrub(f"{next(counter):012d}{text[12:]}")
+
+            sec = _time(fresh, min_time=budget)
+        else:
+            sec = _time(lambda text=text: scrub(text), min_time=budget)
+        ordinary[label] = {"bytes": size, "seconds": sec, "mb_s": size / MB / sec}
+    # Each adversarial input is timed alternately with the ordinary 1 MB text, and its slowdown
+    # is the median of the per-pair ratios: drift on a noisy machine cancels out.
+    adversarial: dict[str, dict[str, float]] = {}
+    base_text = ordinary_text(MB)
+    pairs = 3 if quick else 7
+    for name, text in adversarial_inputs(MB).items():
+        scrub(text)  # warm
+        ratios, secs = [], []
+        for _ in range(pairs):
+            t0 = time.perf_counter()
+            scrub(base_text)
+            t1 = time.perf_counter()
+            scrub(text)
+            t2 = time.perf_counter()
+            ratios.append((t2 - t1) / (t1 - t0))
+            secs.append(t2 - t1)
+        sec = statistics.median(secs)
+        adversarial[name] = {
+            "seconds": sec,
+            "mb_s": len(text) / MB / sec,
+            "slowdown": statistics.median(ratios),
+        }
+    return {"ordinary": ordinary, "adversarial": adversarial}
+
+
+def _clean_cache_max_len() -> int:
+    from agent.core import redact
+
+    return int(getattr(redact, "_CLEAN_MAX_LEN", 0))
+
+
+def realistic_record(redact_override: str | None = None) -> Any:
+    """The ``CallRecord`` our litellm hook builds for ``bench.workload``'s call."""
+    from agent.core.callbacks.record import CallRecord
+    from bench import workload
+
+    now = datetime.now(UTC)
+    return CallRecord(
+        event_id="0" * 32,
+        kind="main",
+        session_id="s" * 32,
+        user_id="bench-user",
+        turn_index=1,
+        trace_id="1" * 32,
+        observation_id="2" * 16,
+        model=workload.MODEL,
+        start_time=now,
+        end_time=now,
+        messages=tuple(dict(m) for m in workload.MESSAGES),
+        tools=tuple(dict(t) for t in workload.TOOLS),
+        model_parameters={"temperature": 0.2, "max_tokens": 512},
+        output={"role": "assistant", "content": workload.REPLY},
+        usage={
+            "prompt_tokens": 1500,
+            "completion_tokens": 70,
+            "total_tokens": 1570,
+            "cache_read_tokens": 0,
+            "cache_creation_tokens": 0,
+        },
+        cost_usd=0.00027,
+        redact_override=redact_override,
+    )
+
+
+def record_redaction(quick: bool = False) -> dict[str, float]:
+    from agent.core.callbacks.redaction import RedactionPolicy, redact
+
+    budget = 0.5 if quick else 1.5
+    rec = realistic_record()
+    out = {}
+    for spec in ("preset=default", "preset=metadata-only"):
+        policy = RedactionPolicy.from_spec(spec)
+        out[spec] = _time(lambda policy=policy: redact(rec, policy), min_time=budget)
+    return out
+
+
+def hf_sink_rate(quick: bool = False) -> dict[str, float]:
+    from agent.core.hf_dataset import HFDatasetSink
+    from agent.core.session import Event
+
+    n = 5_000 if quick else 20_000
+    rates = []
+    for _ in range(2 if quick else 3):
+        directory = tempfile.mkdtemp(prefix="ml-intern-bench-hf-")
+        try:
+            sink = HFDatasetSink(directory)
+            events = [
+                Event(
+                    event_id=f"{i:032x}",
+                    event_type="llm_call",
+                    timestamp=datetime.now(UTC),
+                    data={
+                        "model": "openai/gpt-4o-mini",
+                        "latency_ms": 812.5,
+                        "finish_reason": "stop",
+                        "prompt_tokens": 1500,
+                        "completion_tokens": 70,
+                        "total_tokens": 1570,
+                        "cache_read_tokens": 0,
+                        "cache_creation_tokens": 0,
+                        "cost_usd": 0.00027,
+                        "stream": False,
+                        "tool_calls": 0,
+                    },
+                    session_id="s" * 32,
+                    user_id="bench-user",
+                    turn_index=i // 10,
+                    kind="main",
+                    langfuse_trace_id="1" * 32,
+                    langfuse_observation_id=f"{i:016x}",
+                    langfuse_sampled=True,
+                )
+                for i in range(n)
+            ]
+            t0 = time.perf_counter()
+            for e in events:
+                sink.export(e)
+            ok = sink.flush(60.0)
+            wall = time.perf_counter() - t0
+            sink.shutdown(10.0)
+            if not ok or sink.stats.written != n:
+                raise RuntimeError(f"HF sink wrote {sink.stats.written}/{n} rows")
+            rates.append(n / wall)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+    return {"rows_per_s": statistics.median(rates), "rows": n}
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    return {
+        "scrub": scrub_throughput(quick),
+        "record": record_redaction(quick),
+        "hf": hf_sink_rate(quick),
+    }
+
+
+if __name__ == "__main__":  # python -m bench.redaction [--quick] [--json-out FILE]
+    import json
+    import sys
+
+    res = run(quick="--quick" in sys.argv)
+    if "--json-out" in sys.argv:
+        with open(sys.argv[sys.argv.index("--json-out") + 1], "w") as fh:
+            json.dump(res, fh)
+    else:
+        print(json.dumps(res, indent=1))
