@@ -183,3 +183,16 @@ def test_demo_exits_within_its_time_plus_the_flush_bound(
     assert "dropped" in proc.stderr
     llm_rows = [r for r in rows(tmp_path / "t") if r["event_type"] == "llm_call"]
     assert llm_rows and all(r["langfuse_trace_id"] for r in llm_rows)  # the local dataset is whole
+
+
+def test_backend_none_sends_nothing_even_with_every_variable_set(tmp_path: Path) -> None:
+    with FakeLangfuse() as fake:
+        proc, _ = demo(
+            tmp_path / "t",
+            {"LANGFUSE_HOST": fake.url, **keys("none")},
+            "--observability-backend",
+            "none",
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert fake.requests == []
+    assert all(r["langfuse_trace_id"] is None for r in rows(tmp_path / "t"))
