@@ -418,9 +418,11 @@ def test_adversarial_input_runs_in_linear_time(name: str) -> None:
     t_big = _best_time(big, runs=3)
     assert t_big < 2.0, f"{name}: {t_big:.2f}s for 1 MB"
     t_small = _best_time(small, runs=5, reps=3)
-    # Quadratic behaviour would make the 10x larger input ~100x slower; linear is ~10x. The
-    # absolute floor keeps timer noise on tiny durations from failing a fast run.
-    assert t_big < 15 * t_small or t_big < 0.05, (
+    # Quadratic behaviour would make the 10x larger input ~100x slower; linear is ~10x (some
+    # inputs measure ~12x from cache effects). 40x separates the two with room for a noisy
+    # machine; the precise figure is the benchmark's job (bench/). The absolute floor keeps
+    # timer noise on tiny durations from failing a fast run.
+    assert t_big < 40 * t_small or t_big < 0.05, (
         f"{name}: 1 MB {t_big * 1000:.1f} ms vs 100 KB {t_small * 1000:.1f} ms"
     )
 
