@@ -146,7 +146,7 @@ def test_hang_then_stop_returns_promptly() -> None:
 
     started = time.monotonic()
     fake.stop()
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.5
     thread.join(timeout=2.0)
     assert not thread.is_alive()
     assert isinstance(outcome[0], httpx.TransportError)  # the client saw the connection end

@@ -225,8 +225,9 @@ def test_connection_refused_is_dropped_within_backoff_bounds(make_exporter, capl
     with caplog.at_level(logging.WARNING):
         assert exporter.export(spans("x", "y")) is SpanExportResult.FAILURE
         assert exporter.export(spans("z")) is SpanExportResult.FAILURE
-    # 2 batches x 3 waits of at most backoff_max * 1.2, plus connects to loopback.
-    assert time.monotonic() - started < 1.5
+    # 2 batches x 3 waits of at most backoff_max * 1.2, plus connects to loopback (with
+    # room for a loaded machine: this catches unbounded waits, not slowness).
+    assert time.monotonic() - started < 3.0
     stats = exporter.stats()
     assert stats["requests"] == 8 and stats["retries"] == 6
     assert stats["dropped_by_reason"] == {"retries_exhausted": 3}
@@ -335,8 +336,8 @@ def test_abort_unblocks_an_export_on_a_silent_host(fake: FakeLangfuse, make_expo
 
     started = time.monotonic()
     exporter.abort()
-    thread.join(timeout=3)
-    assert not thread.is_alive() and time.monotonic() - started < 1.0
+    thread.join(timeout=5)
+    assert not thread.is_alive() and time.monotonic() - started < 2.5
     assert result == [SpanExportResult.FAILURE]
     assert exporter.stats()["dropped_by_reason"] == {"aborted": 1}
 
@@ -355,8 +356,8 @@ def test_shutdown_from_another_thread_returns_promptly(fake: FakeLangfuse, make_
 
     started = time.monotonic()
     exporter.shutdown(timeout_millis=30_000)
-    assert time.monotonic() - started < 1.5
-    thread.join(timeout=2)
+    assert time.monotonic() - started < 3.0
+    thread.join(timeout=4)
     assert not thread.is_alive() and result == [SpanExportResult.FAILURE]
     # shutdown() waited for the aborted export, so its drop is already counted.
     assert exporter.stats()["dropped_by_reason"] == {"aborted": 2}
@@ -375,8 +376,8 @@ def test_shutdown_interrupts_a_retry_wait(fake: FakeLangfuse, make_exporter) -> 
     time.sleep(0.1)
     started = time.monotonic()
     exporter.shutdown(timeout_millis=5_000)
-    thread.join(timeout=2)
-    assert not thread.is_alive() and time.monotonic() - started < 1.0
+    thread.join(timeout=4)
+    assert not thread.is_alive() and time.monotonic() - started < 2.5
     assert result == [SpanExportResult.FAILURE]
     assert len(fake.requests) == 1
     assert exporter.stats()["dropped_by_reason"] == {"aborted": 1}
@@ -410,8 +411,8 @@ def test_abort_unblocks_a_connect_that_is_never_answered(make_exporter) -> None:
         assert thread.is_alive()
         started = time.monotonic()
         exporter.abort()
-        thread.join(timeout=3)
-        assert not thread.is_alive() and time.monotonic() - started < 1.0
+        thread.join(timeout=5)
+        assert not thread.is_alive() and time.monotonic() - started < 2.5
         assert result == [SpanExportResult.FAILURE]
         assert exporter.stats()["dropped_by_reason"] == {"aborted": 1}
     finally:
@@ -436,7 +437,7 @@ def test_batch_processor_shuts_down_promptly_when_exporter_goes_first(
     started = time.monotonic()
     exporter.shutdown(timeout_millis=1_000)
     provider.shutdown()
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 4.0
     assert exporter.stats()["dropped_spans"] == 2
 
 
