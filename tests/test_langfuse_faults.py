@@ -324,3 +324,30 @@ def test_environment_and_release_reach_the_spans(
     for span in spans:
         assert span["attributes"].get("langfuse.environment") == "staging"
         assert span["attributes"].get("langfuse.release") == "v1.2.3"
+
+
+def test_shutdown_called_inside_the_event_loop_still_delivers_the_last_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, secret: str
+) -> None:
+    # The README's public-API pattern: obs.shutdown() from inside `async def main()`, right
+    # after the last call, while litellm's callbacks for it are still queued on this loop.
+    with FakeLangfuse() as fake:
+        obs, sink = setup(fake.url, tmp_path, monkeypatch)
+
+        async def main() -> dict:
+            session = Session(user_id="u1", observability=obs)
+            for _ in range(3):
+                await llm.complete(
+                    session,
+                    kind="main",
+                    model="openai/gpt-4o-mini",
+                    messages=[{"role": "user", "content": "hi"}],
+                    mock_response="hi",
+                )
+            return obs.shutdown(timeout=5)
+
+        report = asyncio.run(main())["langfuse"]
+        spans = fake.spans
+    assert report["generations"] == 3 and not report["dropped"]
+    rows = sink.of_type("llm_call")
+    assert {r.langfuse_observation_id for r in rows} <= {s["span_id"] for s in spans}

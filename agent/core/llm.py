@@ -11,6 +11,7 @@ re-raised to the caller unchanged; telemetry errors never are.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -202,17 +203,34 @@ async def adrain_callbacks(timeout: float = 5.0) -> bool:
 
 
 def drain_callbacks(timeout: float = 5.0) -> bool:
-    """``adrain_callbacks`` for code outside an event loop. False inside a running loop (await
-    ``adrain_callbacks`` there) or on timeout."""
+    """``adrain_callbacks`` for blocking code. False on timeout.
+
+    Called from inside a running event loop (a sync ``obs.shutdown()`` in async code), the loop
+    is blocked by this very call, so the queued callbacks are run on a private loop in a helper
+    thread; litellm's logging worker carries its queue over to whichever loop flushes it.
+    """
     if pending_callbacks() == 0:
         return True
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        pass
+        in_loop = False
     else:
-        return False
-    try:
-        return asyncio.run(adrain_callbacks(timeout))
-    except Exception:
-        return False
+        in_loop = True
+    if not in_loop:
+        try:
+            return asyncio.run(adrain_callbacks(timeout))
+        except Exception:
+            return False
+    result: list[bool] = []
+
+    def run() -> None:
+        try:
+            result.append(asyncio.run(adrain_callbacks(timeout)))
+        except Exception:
+            result.append(False)
+
+    thread = threading.Thread(target=run, name="litellm-callback-drain", daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(result and result[0])
