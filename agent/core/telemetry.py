@@ -80,10 +80,9 @@ def _event(
     *,
     payload: dict[str, Any] | None = None,
     turn_index: int | None = None,
-    linked: bool = True,
 ) -> Event:
     ti = session.event_turn() if turn_index is None else turn_index
-    link = session.link(ti) if linked else None
+    link = session.link(ti)
     return Event(
         event_id=new_id(),
         event_type=event_type,
@@ -92,9 +91,9 @@ def _event(
         session_id=session.session_id,
         user_id=session.user_id,
         turn_index=ti,
-        langfuse_trace_id=link.trace_id if link else None,
-        langfuse_observation_id=link.observation_id if link else None,
-        langfuse_sampled=link.sampled if link else None,
+        langfuse_trace_id=link.trace_id,
+        langfuse_observation_id=link.observation_id,
+        langfuse_sampled=link.sampled,
         payload=payload or {},
     )
 
