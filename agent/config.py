@@ -50,6 +50,7 @@ ENV_VARS: dict[str, str] = {
     "hub_repo_id": "ML_INTERN_HUB_REPO",
     "hub_token": "HF_TOKEN",
     "hub_push_interval_s": "ML_INTERN_HUB_PUSH_INTERVAL",
+    "hub_push_jitter": "ML_INTERN_HUB_PUSH_JITTER",
     "observability_backend": "ML_INTERN_OBSERVABILITY_BACKEND",
     "redact": "ML_INTERN_REDACT",
     "redact_hmac_key": "ML_INTERN_REDACT_HMAC_KEY",
@@ -72,7 +73,22 @@ class AgentConfig(BaseModel):
     telemetry_dir: Path = Field(default=Path(DEFAULT_TELEMETRY_DIR))
     hub_repo_id: str | None = Field(default=None, description="HF Dataset repo to push rows to")
     hub_token: SecretStr | None = None
-    hub_push_interval_s: float = Field(default=60.0, gt=0)
+    hub_push_interval_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="seconds between pushes of one writer (a telemetry directory); 600 s keeps "
+        "21 writers within the Hub's 128 commits per hour per repository",
+    )
+    hub_push_jitter: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="each wait is the interval times a random factor in [1, 1 + jitter]",
+    )
+    hf_hardware_prices: dict[str, float] | None = Field(
+        default=None,
+        description="USD per hour by HF hardware flavor, over agent/core/pricing.py's table",
+    )
     observability_backend: ObservabilityBackend = "auto"
     redact: str | None = Field(
         default=None, description="redaction spec, e.g. 'preset=metadata-only' or 'user_id=hash'"

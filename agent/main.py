@@ -362,9 +362,25 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for row in summary["events"]:
         e.add_row(str(row["event_type"]), str(row["count"]))
     console.print(e)
+    c = Table(title="Cost per session, all in (USD)")
+    for col in ("session", "user", "started", "LLM calls", "LLM", "jobs", "sandboxes", "total"):
+        c.add_column(col, justify="left" if col in ("session", "user", "started") else "right")
+    for row in summary.get("session_costs", []):
+        c.add_row(
+            str(row["session_id"] or "")[:12] + ("" if row["ended"] else " (open)"),
+            str(row["user_id"] or ""),
+            str(row["started"] or "")[:19],
+            str(row["llm_calls"]),
+            f"{row['llm_cost_usd']:.6f}",
+            f"{row['job_cost_usd']:.6f}",
+            f"{row['sandbox_cost_usd']:.6f}",
+            f"{row['total_cost_usd']:.6f}",
+        )
+    console.print(c)
     console.print(
         f"sessions: {summary['sessions']}  events: {summary['total_events']}  "
-        f"total cost: ${summary['total_cost_usd']:.6f}"
+        f"total cost: ${summary['total_cost_usd']:.6f} (LLM ${summary['llm_cost_usd']:.6f}, "
+        f"jobs ${summary['job_cost_usd']:.6f}, sandboxes ${summary['sandbox_cost_usd']:.6f})"
     )
 
 

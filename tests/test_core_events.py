@@ -16,6 +16,7 @@ from agent.core import llm, telemetry
 from agent.core.agent_loop import Agent
 from agent.core.hf_dataset import HFDatasetSink
 from agent.core.session import InMemorySink, Session
+from tests.rows import read_rows
 
 MODEL = "openai/gpt-4o-mini"
 BASE_KEYS = {
@@ -31,14 +32,6 @@ BASE_KEYS = {
     "langfuse_observation_id",
     "langfuse_sampled",
 }
-
-
-def read_rows(directory: Path) -> list[dict]:
-    rows = []
-    for path in sorted((directory / "data").glob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            rows.append(json.loads(line))
-    return rows
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import errno
 import json
 import os
@@ -14,21 +13,24 @@ import time
 from pathlib import Path
 
 import duckdb
-import httpx
 import pytest
 import respx
 
 from agent.core.hf_dataset import HFDatasetSink
 from agent.core.session import Event, new_id, utcnow
+from agent.testing.fake_hub import FakeHub
+from tests.rows import read_rows
 
 HUB = "https://huggingface.co"
 REPO = "acme/ml-intern-telemetry"
 
 
 def event(i: int = 0, **data) -> Event:
+    # An event type of the application's own: its data is free-form (the declared types'
+    # data keys are checked by tests/test_dataset_load.py).
     return Event(
         event_id=new_id(),
-        event_type="tool_call",
+        event_type="test_event",
         timestamp=utcnow(),
         data={"i": i, **data},
         session_id="s1",
@@ -49,11 +51,13 @@ def test_rows_are_whole_json_lines_readable_by_duckdb(tmp_path: Path) -> None:
     for i in range(500):
         sink.export(event(i))
     assert sink.shutdown(5)
-    rows = [json.loads(line) for line in lines(tmp_path)]
-    assert [r["data"]["i"] for r in rows] == list(range(500))
+    for line in lines(tmp_path):
+        json.loads(line)  # every line is a whole JSON object
+    assert [r["data"]["i"] for r in read_rows(tmp_path)] == list(range(500))
     con = duckdb.connect()
     n, s = con.execute(
-        f"SELECT count(*), sum(CAST(data.i AS BIGINT)) FROM read_json_auto('{tmp_path}/data/*.jsonl')"
+        "SELECT count(*), sum(CAST(data->>'i' AS BIGINT)) "
+        f"FROM read_json_auto('{tmp_path}/data/*.jsonl')"
     ).fetchone()
     assert (n, s) == (500, sum(range(500)))
 
@@ -78,7 +82,7 @@ def test_partial_line_from_a_crash_is_repaired_at_next_start(tmp_path: Path) -> 
     sink.shutdown(5)
     assert shard.read_text() == '{"event_id": "a", "event_type": "x"}\n'
     assert sink.stats.repaired_shards == 1
-    assert json.loads(lines(tmp_path)[0])["event_id"] == "a"
+    assert read_rows(tmp_path)[0]["event_id"] == "a"
     assert len(lines(tmp_path)) == 2
 
 
@@ -108,9 +112,9 @@ def test_killed_writer_leaves_no_partial_line_and_the_dataset_continues(tmp_path
     sink = HFDatasetSink(tmp_path)
     sink.export(event(-1))
     sink.shutdown(5)
-    rows = [json.loads(line) for line in lines(tmp_path)]  # every line parses
+    rows = read_rows(tmp_path)  # every line parses
     assert len(rows) > 100
-    assert rows[-1]["data"]["i"] == -1 or any(r["data"]["i"] == -1 for r in rows)
+    assert any(r["data"]["i"] == -1 for r in rows)
 
 
 def test_unwritable_directory_keeps_rows_in_memory_then_writes_them(
@@ -132,7 +136,7 @@ def test_unwritable_directory_keeps_rows_in_memory_then_writes_them(
     ):
         time.sleep(0.1)
     sink.shutdown(5)
-    assert [json.loads(x)["data"]["i"] for x in lines(tmp_path)] == list(range(50))
+    assert [r["data"]["i"] for r in read_rows(tmp_path)] == list(range(50))
 
 
 def test_a_failing_write_is_rolled_back_to_the_last_whole_line(tmp_path: Path, monkeypatch) -> None:
@@ -158,99 +162,159 @@ def test_a_failing_write_is_rolled_back_to_the_last_whole_line(tmp_path: Path, m
     while time.monotonic() < deadline and len(lines(tmp_path)) < 2:
         time.sleep(0.05)
     sink.shutdown(5)
-    assert [json.loads(x)["data"]["i"] for x in lines(tmp_path)] == [0, 1]
+    assert [r["data"]["i"] for r in read_rows(tmp_path)] == [0, 1]
+
+
+# -- a full disk --
+
+
+class TinyDisk:
+    """A disk that holds ``capacity`` bytes of the sink's shard: a write past it is short, then
+    ENOSPC, as on a real full filesystem. Other file descriptors are untouched."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, sink: HFDatasetSink, capacity: int) -> None:
+        self.capacity = capacity
+        self.sink = sink
+        real_write = os.write
+
+        def write(fd: int, data: bytes) -> int:
+            if fd != sink._fd:
+                return real_write(fd, data)
+            free = self.capacity - os.fstat(fd).st_size
+            if free <= 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(fd, bytes(data[:free]))
+
+        monkeypatch.setattr(os, "write", write)
+
+
+def test_a_full_disk_keeps_the_rows_that_fit_and_resumes_as_soon_as_room_appears(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = HFDatasetSink(tmp_path, max_pending=1_000)
+    sink.export(event(-1))
+    assert sink.flush(5)
+    size = (tmp_path / "data").stat() and sum(
+        p.stat().st_size for p in (tmp_path / "data").glob("*.jsonl")
+    )
+    row_bytes = size  # one row
+    disk = TinyDisk(monkeypatch, sink, capacity=size + 10 * row_bytes + row_bytes // 2)
+    for i in range(200):
+        sink.export(event(i))
+    assert sink.flush(0.5) is False  # not everything fits
+    rows = read_rows(tmp_path)  # whole lines only, even mid-batch
+    assert 5 <= len(rows) - 1 <= 10, len(rows)
+    written_before = len(rows)
+    # Room for a few more rows, far less than the backlog: some of it goes out at once.
+    disk.capacity += 4 * row_bytes
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(read_rows(tmp_path)) < written_before + 3:
+        time.sleep(0.02)
+    assert len(read_rows(tmp_path)) >= written_before + 3
+    disk.capacity = 10**9
+    assert sink.flush(10)
+    sink.shutdown(5)
+    assert [r["data"]["i"] for r in read_rows(tmp_path)] == list(range(-1, 200))
+    assert sink.stats.dropped == 0 and sink.stats.written == 201
+    assert sink.stats.write_errors >= 1
+
+
+def test_a_full_disk_beyond_the_bound_drops_and_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = HFDatasetSink(tmp_path, max_pending=30)
+    sink.export(event(-1))
+    assert sink.flush(5)
+    TinyDisk(monkeypatch, sink, capacity=0)
+    for i in range(100):
+        sink.export(event(i))
+    time.sleep(0.2)
+    assert sink.stats.dropped == 70  # 30 kept pending, the rest counted
+    assert len(read_rows(tmp_path)) == 1
+    sink.shutdown(0.5)
+    assert sink.stats.pending == 30
+
+
+def test_unencodable_strings_are_replaced_counted_and_the_row_kept(tmp_path: Path) -> None:
+    bad = os.fsdecode(b"notes-\xff.txt")  # a lone surrogate, as a non-UTF-8 file name gives
+    sink = HFDatasetSink(tmp_path)
+    sink.export(event(0))
+    sink.export(
+        Event(
+            event_id=new_id(),
+            event_type="tool_call",
+            timestamp=utcnow(),
+            data={"name": "run_python", "ok": False, "error": f"cannot open {bad}"},
+            session_id=f"s-{bad}",
+            user_id=bad,
+            turn_index=0,
+        )
+    )
+    sink.export(event(2))
+    assert sink.shutdown(5)
+    rows = read_rows(tmp_path)
+    assert len(rows) == 3 and sink.stats.dropped == 0
+    assert rows[1]["data"]["error"] == "cannot open notes-\ufffd.txt"
+    assert rows[1]["session_id"] == "s-notes-\ufffd.txt"
+    assert rows[1]["user_id"] == "notes-\ufffd.txt"
+    assert sink.stats.replaced_strings == 3
 
 
 # -- Hub push --
 
 
-def _mock_hub(router: respx.Router, commits: list[dict], fail_first: int = 0) -> dict[str, int]:
-    state = {"commit_calls": 0}
-    router.post(f"{HUB}/api/repos/create").mock(
-        return_value=httpx.Response(200, json={"url": f"{HUB}/datasets/{REPO}", "name": REPO})
+def _sink(directory: Path, clock=None, **kw) -> HFDatasetSink:
+    return HFDatasetSink(
+        directory,
+        repo_id=REPO,
+        token="hf_test_token_not_real",
+        push_thread=False,
+        **({"clock": clock, "wall_clock": clock} if clock else {}),
+        **kw,
     )
 
-    def preupload(request: httpx.Request) -> httpx.Response:
-        files = json.loads(request.content)["files"]
-        return httpx.Response(
-            200,
-            json={
-                "files": [
-                    {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                    for f in files
-                ]
-            },
-        )
 
-    router.post(url__regex=rf"{HUB}/api/datasets/{REPO}/preupload/.*").mock(side_effect=preupload)
-
-    def commit(request: httpx.Request) -> httpx.Response:
-        state["commit_calls"] += 1
-        if state["commit_calls"] <= fail_first:
-            return httpx.Response(503, json={"error": "Service Unavailable"})
-        files = {}
-        for raw in request.content.decode().splitlines():
-            item = json.loads(raw)
-            if item.get("key") == "file":
-                files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
-        commits.append(files)
-        return httpx.Response(
-            200,
-            json={
-                "success": True,
-                "commitOid": "a" * 40,
-                "commitUrl": f"{HUB}/datasets/{REPO}/commit/{'a' * 40}",
-            },
-        )
-
-    router.post(url__regex=rf"{HUB}/api/datasets/{REPO}/commit/.*").mock(side_effect=commit)
-    return state
-
-
-def _pushed_rows(commits: list[dict]) -> list[int]:
-    latest: dict[str, bytes] = {}
-    for c in commits:
-        latest.update(c)
-    rows = []
-    for content in latest.values():
-        rows.extend(json.loads(x)["data"]["i"] for x in content.decode().splitlines())
-    return sorted(rows)
-
-
-def test_push_to_the_hub(tmp_path: Path, monkeypatch) -> None:
+@pytest.fixture
+def hub_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    commits: list[dict] = []
+
+
+def test_push_sends_immutable_parquet_parts_and_the_card(tmp_path: Path, hub_env) -> None:
     with respx.mock(assert_all_called=False) as router:
-        _mock_hub(router, commits)
-        sink = HFDatasetSink(
-            tmp_path, repo_id=REPO, token="hf_test_token_not_real", push_interval_s=3600
-        )
+        hub = FakeHub(router, REPO)
+        sink = _sink(tmp_path)
         for i in range(10):
             sink.export(event(i))
         assert sink.flush(5)
         assert sink.push_now() is True
         assert sink.push_now() is True  # nothing new: no second commit
+        assert len(hub.commits) == 1
+        for i in range(10, 15):
+            sink.export(event(i))
+        assert sink.flush(5)
+        assert sink.push_now() is True
         sink.shutdown(5)
-    assert len(commits) == 1
-    (path,) = commits[0]
-    assert path.startswith("data/events-") and path.endswith(".jsonl")
-    assert _pushed_rows(commits) == list(range(10))
+    assert len(hub.commits) == 2
+    first, second = (sorted(c.files) for c in hub.commits)
+    assert "README.md" in first and "README.md" not in second
+    (part1,) = [p for p in first if p.startswith("data/")]
+    (part2,) = [p for p in second if p.startswith("data/")]
+    day = utcnow().strftime("%Y-%m-%d")
+    assert part1.startswith(f"data/{day}/events-") and part1.endswith(".parquet")
+    assert part1 != part2
+    assert set(hub.uploads.values()) == {1}  # nothing uploaded twice
+    assert sorted(json.loads(r["data"])["i"] for r in hub.rows()) == list(range(15))
+    assert sink.stats.rows_pushed == 15 and sink.stats.parts_pushed == 2
 
 
-def test_push_failure_then_recovery_loses_and_duplicates_nothing(
-    tmp_path: Path, monkeypatch
-) -> None:
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    commits: list[dict] = []
+def test_push_failure_then_recovery_loses_and_duplicates_nothing(tmp_path: Path, hub_env) -> None:
     with respx.mock(assert_all_called=False) as router:
-        state = _mock_hub(router, commits, fail_first=1)
-        sink = HFDatasetSink(
-            tmp_path, repo_id=REPO, token="hf_test_token_not_real", push_interval_s=3600
-        )
+        hub = FakeHub(router, REPO, fail_commits=1)
+        sink = _sink(tmp_path)
         for i in range(5):
             sink.export(event(i))
         sink.flush(5)
-        assert sink.push_now() is False  # the Hub answered 5xx (after the client's own retries)
+        assert sink.push_now() is False  # the Hub answered 5xx
         assert sink.stats.push_failures == 1
         assert len(lines(tmp_path)) == 5  # every row still local
         for i in range(5, 8):
@@ -258,5 +322,79 @@ def test_push_failure_then_recovery_loses_and_duplicates_nothing(
         sink.flush(5)
         assert sink.push_now() is True
         sink.shutdown(5)
-    assert state["commit_calls"] >= 2
-    assert _pushed_rows(commits) == list(range(8))  # none lost, none duplicated
+    assert hub.requests["commit"] == 2
+    assert sorted(json.loads(r["data"])["i"] for r in hub.rows()) == list(range(8))
+
+
+def test_a_commit_whose_reply_was_lost_is_not_sent_again(tmp_path: Path, hub_env) -> None:
+    with respx.mock(assert_all_called=False) as router:
+        hub = FakeHub(router, REPO, lose_reply_of_commits=1)
+        sink = _sink(tmp_path)
+        for i in range(5):
+            sink.export(event(i))
+        sink.flush(5)
+        assert sink.push_now() is False  # stored by the Hub, but the reply was a 500
+        for i in range(5, 9):
+            sink.export(event(i))
+        sink.flush(5)
+        # A new process on the same directory (the state file carries the part in flight).
+        sink.shutdown(5)
+        again = _sink(tmp_path)
+        assert again.push_now() is True
+        again.shutdown(5)
+    assert set(hub.uploads.values()) == {1}
+    assert sorted(json.loads(r["data"])["i"] for r in hub.rows()) == list(range(9))
+    assert hub.requests["paths_info"] >= 1
+
+
+def test_a_429_is_honoured_with_its_retry_after_and_backoff(tmp_path: Path, hub_env) -> None:
+    now = [1000.0]
+    with respx.mock(assert_all_called=False) as router:
+        hub = FakeHub(router, REPO, clock=lambda: now[0], commits_per_hour=1)
+        sink = _sink(tmp_path, clock=lambda: now[0], push_interval_s=600, push_jitter=0)
+        sink.export(event(0))
+        now[0] += 600
+        assert sink.schedule.due()
+        assert sink.push_due() is True
+        sink.export(event(1))
+        now[0] += 600
+        assert sink.push_due() is False  # 429: the hour's budget is spent
+        (refused_at, retry_after, _) = hub.refused[0]
+        assert retry_after == pytest.approx(3000, abs=1)
+        assert sink.schedule.next_due >= refused_at + retry_after
+        assert sink.stats.rate_limited == 1
+        now[0] = sink.schedule.next_due
+        assert sink.push_due() is True
+        sink.shutdown(5)
+    assert len(hub.refused) == 1
+    assert sorted(json.loads(r["data"])["i"] for r in hub.rows()) == [0, 1]
+
+
+def test_processes_sharing_a_directory_push_it_once(tmp_path: Path, hub_env) -> None:
+    now = [1000.0]
+    with respx.mock(assert_all_called=False) as router:
+        hub = FakeHub(router, REPO, clock=lambda: now[0])
+        a = _sink(tmp_path, clock=lambda: now[0], push_interval_s=600, push_jitter=0)
+        b = _sink(tmp_path, clock=lambda: now[0], push_interval_s=600, push_jitter=0)
+        for i in range(6):
+            (a if i % 2 else b).export(event(i))
+        assert a.flush(5) and b.flush(5)
+        now[0] += 600
+        assert a.push_due() and b.push_due()
+        assert len(hub.commits) == 1  # b found the directory pushed a moment ago
+        (commit,) = hub.commits
+        assert len([p for p in commit.files if p.startswith("data/")]) == 2  # both shards
+        b.export(event(6))
+        a.shutdown(5)
+        b.shutdown(5)  # the final push is not skipped
+    assert sorted(json.loads(r["data"])["i"] for r in hub.rows()) == list(range(7))
+    assert set(hub.uploads.values()) == {1}
+
+
+def test_retry_after_forms() -> None:
+    from agent.core.hf_dataset import retry_after_s
+
+    assert retry_after_s({"Retry-After": "120"}) == 120
+    assert retry_after_s({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, now=1445412420.0) == 60
+    assert retry_after_s({"RateLimit": '"api";r=0;t=55'}) == 55
+    assert retry_after_s({}) is None

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.testing.fake_langfuse import FakeLangfuse, closed_port
+from tests.rows import read_rows
 
 BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "ML_INTERN_"))}
 KINDS = {"main", "research", "compaction", "effort_probe", "restore"}
@@ -43,10 +44,7 @@ def demo(
 
 
 def rows(telemetry: Path) -> list[dict]:
-    out = []
-    for p in sorted((telemetry / "data").glob("*.jsonl")):
-        out.extend(json.loads(line) for line in p.read_text().splitlines())
-    return out
+    return read_rows(telemetry)
 
 
 def keys(tag: str) -> dict[str, str]:

@@ -219,7 +219,7 @@ class Agent:
         self.stream = stream
         self.messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}]
         self.sandbox = LocalSandbox(session)
-        self.jobs = LocalJobRunner(session)
+        self.jobs = LocalJobRunner(session, prices=config.hf_hardware_prices)
         self.tools = ToolRegistry([self.sandbox.tool(), self.jobs.tool(), self._research_tool()])
         self.llm_calls = 0
 
@@ -451,7 +451,9 @@ class Agent:
         return summary
 
     def close(self) -> None:
+        """End the session: tear the sandbox down, then record ``session_end`` (its rollup)."""
         self.sandbox.destroy()
+        telemetry.record_session_end(self.session)
 
 
 def _render(messages: list[dict[str, Any]]) -> str:

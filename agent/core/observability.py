@@ -317,6 +317,7 @@ class Observability:
             repo_id=config.hub_repo_id,
             token=config.hub_token.get_secret_value() if config.hub_token else None,
             push_interval_s=config.hub_push_interval_s,
+            push_jitter=config.hub_push_jitter,
         )
         return cls(config, hf_sink=hf_sink, forwarder=forwarder, gate=gate, extra_sinks=extra_sinks)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -120,6 +121,93 @@ class InMemorySink:
             return [e for e in self.events if e.event_type == event_type]
 
 
+class SessionUsage:
+    """Running totals of one session, kept from the events it sends (for ``session_end``).
+
+    Updated by ``Session.send_event`` before the fan-out, so it sees exactly the events the
+    sinks see. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.started_monotonic = time.monotonic()
+        self.turns = 0
+        self.by_kind: dict[str, dict[str, Any]] = {}
+        self.tool_calls = 0
+        self.tool_errors = 0
+        self.hf_jobs = 0
+        self.job_cost_usd = 0.0
+        self.sandboxes = 0
+        self.sandbox_cost_usd = 0.0
+
+    def add(self, event: Event) -> None:
+        t, d = event.event_type, event.data or {}
+        with self._lock:
+            if t in ("llm_call", "llm_call_error"):
+                k = self.by_kind.setdefault(
+                    str(event.kind),
+                    {
+                        "kind": event.kind,
+                        "calls": 0,
+                        "errors": 0,
+                        "prompt_tokens": 0,
+                        "completion_tokens": 0,
+                        "total_tokens": 0,
+                        "cost_usd": 0.0,
+                    },
+                )
+                if t == "llm_call_error":
+                    k["errors"] += 1
+                    return
+                k["calls"] += 1
+                for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+                    k[name] += _num(d.get(name), int)
+                k["cost_usd"] += _num(d.get("cost_usd"), float)
+            elif t == "turn_complete":
+                self.turns += 1
+            elif t == "tool_call":
+                self.tool_calls += 1
+                self.tool_errors += 0 if d.get("ok", True) else 1
+            elif t == "hf_job_complete":
+                self.hf_jobs += 1
+                self.job_cost_usd += _num(d.get("estimated_cost_usd"), float)
+            elif t in ("sandbox_create", "sandbox_destroy"):
+                self.sandboxes += t == "sandbox_create"
+                self.sandbox_cost_usd += _num(d.get("estimated_cost_usd"), float)
+
+    def rollup(self) -> dict[str, Any]:
+        """The ``session_end`` data: calls, errors, tokens and cost per kind, tools, jobs,
+        sandboxes, duration and the all-in cost."""
+        with self._lock:
+            kinds = [dict(v) for _, v in sorted(self.by_kind.items())]
+            llm_cost = sum(k["cost_usd"] for k in kinds)
+            total = llm_cost + self.job_cost_usd + self.sandbox_cost_usd
+            return {
+                "duration_s": round(time.monotonic() - self.started_monotonic, 3),
+                "turns": self.turns,
+                "llm_calls": sum(k["calls"] for k in kinds),
+                "llm_errors": sum(k["errors"] for k in kinds),
+                "prompt_tokens": sum(k["prompt_tokens"] for k in kinds),
+                "completion_tokens": sum(k["completion_tokens"] for k in kinds),
+                "total_tokens": sum(k["total_tokens"] for k in kinds),
+                "llm_cost_usd": round(llm_cost, 10),
+                "by_kind": [{**k, "cost_usd": round(k["cost_usd"], 10)} for k in kinds],
+                "tool_calls": self.tool_calls,
+                "tool_errors": self.tool_errors,
+                "hf_jobs": self.hf_jobs,
+                "job_cost_usd": round(self.job_cost_usd, 10),
+                "sandboxes": self.sandboxes,
+                "sandbox_cost_usd": round(self.sandbox_cost_usd, 10),
+                "total_cost_usd": round(total, 10),
+            }
+
+
+def _num(value: Any, kind: type) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return kind(0)
+    return kind(value) if value == value else kind(0)  # NaN counts as 0
+
+
 class Session:
     """One agent session: its ids, the turn counter and the sinks its events go to.
 
@@ -144,6 +232,9 @@ class Session:
         self.observability = observability
         self.sinks: list[Sink] = list(sinks)
         self.linker: TraceLinker | None = None
+        # Totals for the session_end rollup (agent.core.telemetry.record_session_end).
+        self.usage = SessionUsage()
+        self.ended = False
         if observability is not None:
             self.sinks.extend(observability.sinks)
             self.linker = observability.linker
@@ -165,6 +256,8 @@ class Session:
         return self.turn_index - 1
 
     def send_event(self, event: Event) -> None:
+        with guard.guarded("session.usage"):
+            self.usage.add(event)
         send_event(self.sinks, event)
 
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from agent.core import guard
+from agent.core import guard, pricing
 from agent.core.redact import scrub
 from agent.core.session import Event, Session, new_id, utcnow
 
@@ -309,14 +310,25 @@ def record_hf_job_submit(
     image: str | None = None,
     flavor: str | None = None,
     command: str | None = None,
+    job_url: str | None = None,
+    timeout_s: float | None = None,
+    backend: str = "hub",
 ) -> Event | None:
+    """One ``hf_job_submit`` row. The command goes to LangFuse only (``payload``)."""
     with guard.guarded("record_hf_job_submit"):
         return _emit(
             session,
             _event(
                 session,
                 "hf_job_submit",
-                {"job_id": job_id, "image": image, "flavor": flavor},
+                {
+                    "job_id": job_id,
+                    "image": image,
+                    "flavor": flavor,
+                    "job_url": job_url,
+                    "timeout_s": None if timeout_s is None else float(timeout_s),
+                    "backend": backend,
+                },
                 payload={"command": command},
             ),
         )
@@ -324,44 +336,109 @@ def record_hf_job_submit(
 
 
 def record_hf_job_complete(
-    session: Session, *, job_id: str, status: str, duration_s: float
+    session: Session,
+    *,
+    job_id: str,
+    status: str,
+    duration_s: float,
+    wall_time_s: float | None = None,
+    flavor: str | None = None,
+    backend: str = "hub",
+    prices: Mapping[str, float] | None = None,
 ) -> Event | None:
+    """One ``hf_job_complete`` row, with its estimated cost (``agent.core.pricing``).
+
+    ``wall_time_s``: the time the job ran on its hardware (what HF bills); ``duration_s`` when
+    not given. A ``local`` run costs nothing. ``prices`` overrides the price table.
+    """
     with guard.guarded("record_hf_job_complete"):
+        wall = duration_s if wall_time_s is None else wall_time_s
+        cost = pricing.estimate_cost("local" if backend == "local" else flavor, wall, prices)
         return _emit(
             session,
             _event(
                 session,
                 "hf_job_complete",
-                {"job_id": job_id, "status": status, "duration_s": round(duration_s, 3)},
+                {
+                    "job_id": job_id,
+                    "status": status,
+                    "duration_s": round(duration_s, 3),
+                    "wall_time_s": round(wall, 3),
+                    "flavor": flavor,
+                    "estimated_cost_usd": cost,
+                    "backend": backend,
+                },
             ),
         )
     return None
 
 
 def record_sandbox_create(
-    session: Session, *, sandbox_id: str, backend: str = "local"
+    session: Session,
+    *,
+    sandbox_id: str,
+    backend: str = "local",
+    hardware: str | None = None,
+    create_latency_s: float | None = None,
+    prices: Mapping[str, float] | None = None,
 ) -> Event | None:
+    """One ``sandbox_create`` row; its cost is the creation's (price x ``create_latency_s``)."""
     with guard.guarded("record_sandbox_create"):
+        hardware = hardware or ("local" if backend == "local" else None)
         return _emit(
             session,
-            _event(session, "sandbox_create", {"sandbox_id": sandbox_id, "backend": backend}),
+            _event(
+                session,
+                "sandbox_create",
+                {
+                    "sandbox_id": sandbox_id,
+                    "backend": backend,
+                    "hardware": hardware,
+                    "create_latency_s": _round(create_latency_s),
+                    "estimated_cost_usd": pricing.estimate_cost(
+                        hardware, create_latency_s, prices, per_started_minute=False
+                    ),
+                },
+            ),
         )
     return None
 
 
 def record_sandbox_destroy(
-    session: Session, *, sandbox_id: str, lifetime_s: float, runs: int = 0
+    session: Session,
+    *,
+    sandbox_id: str,
+    lifetime_s: float,
+    runs: int = 0,
+    hardware: str | None = "local",
+    create_latency_s: float | None = None,
+    prices: Mapping[str, float] | None = None,
 ) -> Event | None:
+    """One ``sandbox_destroy`` row; its cost is the lifetime's (creation excluded, so the
+    costs of a sandbox's two rows add up to the whole)."""
     with guard.guarded("record_sandbox_destroy"):
         return _emit(
             session,
             _event(
                 session,
                 "sandbox_destroy",
-                {"sandbox_id": sandbox_id, "lifetime_s": round(lifetime_s, 3), "runs": runs},
+                {
+                    "sandbox_id": sandbox_id,
+                    "lifetime_s": round(lifetime_s, 3),
+                    "runs": runs,
+                    "hardware": hardware,
+                    "create_latency_s": _round(create_latency_s),
+                    "estimated_cost_usd": pricing.estimate_cost(
+                        hardware, lifetime_s, prices, per_started_minute=False
+                    ),
+                },
             ),
         )
     return None
+
+
+def _round(value: float | None, digits: int = 6) -> float | None:
+    return None if value is None else round(float(value), digits)
 
 
 def record_feedback(
@@ -384,4 +461,21 @@ def record_feedback(
                 turn_index=turn_index,
             ),
         )
+    return None
+
+
+# -- sessions --
+
+
+def record_session_end(session: Session) -> Event | None:
+    """The session's ``session_end`` row: its usage rollup (calls, errors, tokens and cost per
+    kind, tool calls, job and sandbox cost, duration, the all-in cost).
+
+    Call it once when a session is over (``Agent.close()`` does); later calls return None.
+    """
+    with guard.guarded("record_session_end"):
+        if session.ended:
+            return None
+        session.ended = True
+        return _emit(session, _event(session, "session_end", session.usage.rollup()))
     return None

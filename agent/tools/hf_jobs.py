@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Mapping
 
 from agent.core import telemetry
 from agent.core.session import Session, new_id
@@ -17,14 +18,27 @@ from agent.tools.base import Tool
 
 
 class LocalJobRunner:
-    def __init__(self, session: Session, *, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        session: Session,
+        *,
+        timeout_s: float = 60.0,
+        prices: Mapping[str, float] | None = None,
+    ) -> None:
         self.session = session
         self.timeout_s = timeout_s
+        self.prices = prices
 
     async def run(self, script: str, flavor: str = "cpu-basic") -> str:
         job_id = "job_" + new_id()[:12]
         telemetry.record_hf_job_submit(
-            self.session, job_id=job_id, image="local-python", flavor=flavor, command=script
+            self.session,
+            job_id=job_id,
+            image="local-python",
+            flavor=flavor,
+            command=script,
+            timeout_s=self.timeout_s,
+            backend="local",
         )
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
@@ -42,8 +56,16 @@ class LocalJobRunner:
             proc.kill()
             await proc.wait()
             out, status = b"", "timeout"
+        elapsed = time.monotonic() - started
         telemetry.record_hf_job_complete(
-            self.session, job_id=job_id, status=status, duration_s=time.monotonic() - started
+            self.session,
+            job_id=job_id,
+            status=status,
+            duration_s=elapsed,
+            wall_time_s=elapsed,
+            flavor=flavor,
+            backend="local",
+            prices=self.prices,
         )
         return f"job {job_id} {status}\n{out.decode(errors='replace')[:4000]}"
 

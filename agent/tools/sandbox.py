@@ -19,6 +19,8 @@ from agent.core.session import Session, new_id
 from agent.tools.base import Tool
 
 MAX_OUTPUT = 8_000
+# This machine: no HF charge (agent.core.pricing prices "local" at 0).
+HARDWARE = "local"
 
 
 class LocalSandbox:
@@ -29,13 +31,22 @@ class LocalSandbox:
         self.path: Path | None = None
         self.runs = 0
         self._created = 0.0
+        self._create_latency_s = 0.0
 
     def _ensure(self) -> Path:
         if self.path is None:
+            requested = time.monotonic()
             self.path = Path(tempfile.mkdtemp(prefix="ml-intern-sandbox-"))
             self.sandbox_id = "sbx_" + new_id()[:12]
             self._created = time.monotonic()
-            telemetry.record_sandbox_create(self.session, sandbox_id=self.sandbox_id)
+            self._create_latency_s = self._created - requested
+            telemetry.record_sandbox_create(
+                self.session,
+                sandbox_id=self.sandbox_id,
+                backend="local",
+                hardware=HARDWARE,
+                create_latency_s=self._create_latency_s,
+            )
         return self.path
 
     async def run_python(self, code: str, timeout_s: float | None = None) -> str:
@@ -71,6 +82,8 @@ class LocalSandbox:
             sandbox_id=self.sandbox_id or "",
             lifetime_s=time.monotonic() - self._created,
             runs=self.runs,
+            hardware=HARDWARE,
+            create_latency_s=self._create_latency_s,
         )
         self.path = None
 

@@ -80,6 +80,7 @@ EVENT_TYPES = frozenset(
         "sandbox_create",
         "sandbox_destroy",
         "feedback",
+        "session_end",
     }
 )
 
@@ -785,6 +786,12 @@ class LangfuseForwardingLogger(CustomLogger):
             start_time=red.start_time or red.timestamp,
         )
         self._trace_attributes(span, session_id=red.session_id, user_id=red.user_id, tags=[])
+        if red.event_type == "session_end" and span.is_recording():
+            # The session's rollup as metadata of its last trace (written once, by this span).
+            span.set_attribute(
+                "langfuse.trace.metadata.session_usage",
+                json.dumps(red.metadata, default=str, separators=(",", ":")),
+            )
         cls = LangfuseSpan if is_span else LangfuseEvent
         metadata = {
             **(red.metadata or {}),
@@ -1005,7 +1012,8 @@ def _span_record(event: Event) -> SpanRecord:
         name = "hf_job.complete"
         if data.get("status") not in (None, "completed"):
             level, status = "ERROR", f"job {data.get('status')}"
-    elif t in ("sandbox_create", "sandbox_destroy"):
+    elif t in ("sandbox_create", "sandbox_destroy", "session_end"):
+        # Job and sandbox costs (estimated_cost_usd) and the session rollup travel in metadata.
         name = t.replace("_", ".")
     return SpanRecord(
         event_id=event.event_id,
