@@ -55,6 +55,7 @@ class FakeHub:
         self.files: dict[str, bytes] = {}
         self.commits: list[Commit] = []
         self.refused: list[tuple[float, float, list[str]]] = []  # (at, retry_after, paths)
+        self.attempts: list[tuple[float, int, list[str]]] = []  # every commit: (at, status, paths)
         self.requests: Counter[str] = Counter()
         self.uploads: Counter[str] = Counter()  # path -> times it was committed
         self.fail_commits = fail_commits  # answer 503 to the next N commits (nothing stored)
@@ -136,6 +137,7 @@ class FakeHub:
             if len(self._window) >= self.commits_per_hour:
                 retry_after = max(1.0, self._window[0] + 3600.0 - now)
                 self.refused.append((now, retry_after, sorted(files)))
+                self.attempts.append((now, 429, sorted(files)))
                 return httpx.Response(
                     429,
                     headers={"Retry-After": str(int(retry_after + 0.999))},
@@ -143,7 +145,9 @@ class FakeHub:
                 )
             if self.fail_commits > 0:
                 self.fail_commits -= 1
+                self.attempts.append((now, 503, sorted(files)))
                 return httpx.Response(503, json={"error": "Service Unavailable"})
+            self.attempts.append((now, 200, sorted(files)))
             self._window.append(now)
             self.commits.append(Commit(now, files, deleted))
             for path, content in files.items():
