@@ -42,3 +42,44 @@ def test_public_api_example_runs_and_writes_the_dataset(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_agent_readme_sql_runs_against_the_dataset(tmp_path: Path) -> None:
+    import duckdb
+
+    (sql,) = re.findall(r"```sql\n(.*?)```", (ROOT / "agent" / "README.md").read_text(), re.S)
+    demo = subprocess.run(
+        [sys.executable, "-m", "agent.main", "demo", "--telemetry-dir", "telemetry"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("LANGFUSE_")},
+            "PYTHONPATH": str(ROOT),
+        },
+        timeout=120,
+    )
+    assert demo.returncode == 0, demo.stderr
+    # session_end is in the demo's output, with the all-in cost per session.
+    assert "session_end" in demo.stdout and "Cost per session, all in" in demo.stdout
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        duckdb.sql(sql).fetchall()  # binds against the rows (forwarding off: no trace ids)
+    finally:
+        os.chdir(cwd)
+
+
+def test_readme_field_tables_cover_the_declared_schema() -> None:
+    from agent.core import dataset_schema
+
+    text = (ROOT / "README.md").read_text()
+    start = text.index("| event type | `data` keys |")
+    table = text[start : text.index("\n\n", start)]
+    words = set(re.findall(r"[a-z_]+", table))
+    for ev in dataset_schema.EVENTS.values():
+        assert f"`{ev.name}`" in table, ev.name
+        missing = [f.name for f in ev.data if f.name not in words]
+        assert not missing, (ev.name, missing)
+    for col in dataset_schema.COLUMNS:
+        assert f"`{col.name}`" in text
