@@ -215,8 +215,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     summary = queries.summary(config.telemetry_dir, session_ids=sessions)
     _print_summary(summary)
+    _print_compute(queries.rows(config.telemetry_dir, session_ids=sessions))
     _print_forwarding(obs, traces, report)
     return EXIT_OK
+
+
+def _print_compute(rows: list[dict[str, Any]]) -> None:
+    """The jobs and sandboxes of the demo, with their hardware, timings and estimated cost."""
+    t = Table(title="Jobs and sandboxes")
+    for col in ("event", "id", "hardware", "backend", "seconds", "create latency (s)", "est. USD"):
+        t.add_column(
+            col, justify="right" if col in ("seconds", "create latency (s)", "est. USD") else "left"
+        )
+    for r in rows:
+        d = r.get("data") or {}
+        if r["event_type"] == "hf_job_complete":
+            ident, hw, secs = d.get("job_id"), d.get("flavor"), d.get("wall_time_s")
+        elif r["event_type"] in ("sandbox_create", "sandbox_destroy"):
+            ident, hw, secs = d.get("sandbox_id"), d.get("hardware"), d.get("lifetime_s")
+        else:
+            continue
+        cost = d.get("estimated_cost_usd")
+        t.add_row(
+            r["event_type"],
+            str(ident),
+            str(hw),
+            str(d.get("backend") or ""),
+            "" if secs is None else f"{secs:.3f}",
+            "" if d.get("create_latency_s") is None else f"{d['create_latency_s']:.4f}",
+            "unknown" if cost is None else f"{cost:.6f}",
+        )
+    console.print(t)
 
 
 def _print_forwarding(obs: Any, traces: list[str], report: dict[str, Any]) -> None:

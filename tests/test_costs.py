@@ -128,6 +128,7 @@ def test_langfuse_gets_the_costs_on_their_events_and_the_rollup_on_the_last_trac
                 session,
                 sandbox_id="sbx",
                 lifetime_s=330,
+                backend="hub",
                 runs=1,
                 hardware="t4-small",
                 create_latency_s=30,

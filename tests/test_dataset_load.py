@@ -102,6 +102,7 @@ async def _session_of_every_event(sink: HFDatasetSink, *, forwarding: bool, user
         session,
         sandbox_id="sbx_1",
         lifetime_s=600,
+        backend="hub",
         runs=2,
         hardware="cpu-upgrade",
         create_latency_s=12.5,

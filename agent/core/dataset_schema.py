@@ -286,6 +286,7 @@ EVENTS: dict[str, EventType] = {
                 Field("sandbox_id", STRING, "The sandbox's id."),
                 Field("lifetime_s", FLOAT64, "Seconds from ready to torn down."),
                 Field("runs", INT64, "Code runs in the sandbox."),
+                _BACKEND,
                 _HARDWARE,
                 _CREATE_LATENCY,
                 Field(

@@ -410,13 +410,15 @@ def record_sandbox_destroy(
     sandbox_id: str,
     lifetime_s: float,
     runs: int = 0,
-    hardware: str | None = "local",
+    backend: str = "local",
+    hardware: str | None = None,
     create_latency_s: float | None = None,
     prices: Mapping[str, float] | None = None,
 ) -> Event | None:
     """One ``sandbox_destroy`` row; its cost is the lifetime's (creation excluded, so the
     costs of a sandbox's two rows add up to the whole)."""
     with guard.guarded("record_sandbox_destroy"):
+        hardware = hardware or ("local" if backend == "local" else None)
         return _emit(
             session,
             _event(
@@ -426,6 +428,7 @@ def record_sandbox_destroy(
                     "sandbox_id": sandbox_id,
                     "lifetime_s": round(lifetime_s, 3),
                     "runs": runs,
+                    "backend": backend,
                     "hardware": hardware,
                     "create_latency_s": _round(create_latency_s),
                     "estimated_cost_usd": pricing.estimate_cost(

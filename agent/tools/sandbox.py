@@ -82,6 +82,7 @@ class LocalSandbox:
             sandbox_id=self.sandbox_id or "",
             lifetime_s=time.monotonic() - self._created,
             runs=self.runs,
+            backend="local",
             hardware=HARDWARE,
             create_latency_s=self._create_latency_s,
         )
