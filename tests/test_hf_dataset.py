@@ -398,3 +398,41 @@ def test_retry_after_forms() -> None:
     assert retry_after_s({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, now=1445412420.0) == 60
     assert retry_after_s({"RateLimit": '"api";r=0;t=55'}) == 55
     assert retry_after_s({}) is None
+
+
+def test_a_day_change_mid_run_starts_a_new_shard_pushed_to_its_day(
+    tmp_path: Path, hub_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime
+
+    from agent.core import hf_dataset
+
+    today = [datetime(2026, 5, 31, 23, 59, 59, tzinfo=UTC)]
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[override]
+            return today[0]
+
+    monkeypatch.setattr(hf_dataset, "datetime", Clock)
+    with respx.mock(assert_all_called=False) as router:
+        hub = FakeHub(router, REPO)
+        sink = _sink(tmp_path)
+        for i in range(3):
+            sink.export(event(i))
+        assert sink.flush(5)
+        assert sink.push_now()  # part of day 1, still live
+        sink.export(event(3))
+        assert sink.flush(5)
+        today[0] = datetime(2026, 6, 1, 0, 0, 1, tzinfo=UTC)
+        for i in range(4, 7):
+            sink.export(event(i))
+        sink.shutdown(5)
+    assert sorted(p.name[:15] for p in (tmp_path / "data").glob("*.jsonl")) == [
+        "events-20260531",
+        "events-20260601",
+    ]
+    days = sorted(p.split("/")[1] for p in hub.data_files())
+    assert days == ["2026-05-31", "2026-05-31", "2026-06-01"]
+    assert sorted(json.loads(r["data"])["i"] for r in hub.rows()) == list(range(7))
+    assert set(hub.uploads.values()) == {1}
