@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -607,14 +607,3 @@ def dataset_card(
         "",
     ]
     return "\n".join(lines)
-
-
-def to_rows(events: Any, on_issues: Callable[[SchemaIssues], None] | None = None) -> list[dict]:
-    """``to_row`` for each event (a helper for tests and exports)."""
-    out = []
-    for e in events:
-        issues = SchemaIssues()
-        out.append(to_row(e, issues))
-        if on_issues is not None and issues:
-            on_issues(issues)
-    return out

@@ -248,10 +248,13 @@ class HFDatasetSink:
             target = self._enqueued_seq
             self._cond.notify_all()
             # Rows a full or unwritable disk held back are retried by the writer (at least
-            # every second): wait for them too.
+            # every second): wait for them too, for one more retry when no timeout is given.
+            held_until = time.monotonic() + 2 * _RETRY_MAX_S if deadline is None else deadline
             while self._written_seq < target or self._pending:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
+                    return False
+                if self._written_seq >= target and time.monotonic() >= held_until:
                     return False
                 if not self._writer.is_alive():
                     return False
@@ -563,6 +566,11 @@ class HFDatasetSink:
             card = self._hub_card(api)
             operations, in_flight = self._operations(parts, card)
             if operations:
+                if not self._repo_ready:
+                    api.create_repo(
+                        self.repo_id, repo_type="dataset", private=self.private, exist_ok=True
+                    )
+                    self._repo_ready = True
                 state["in_flight"] = in_flight
                 self._save_state(state)  # raises (no commit) when the state cannot be written
                 self._commit(api, operations, state)
@@ -586,9 +594,6 @@ class HFDatasetSink:
             return True
 
     def _commit(self, api: Any, operations: list[Any], state: dict[str, Any]) -> None:
-        if not self._repo_ready:
-            api.create_repo(self.repo_id, repo_type="dataset", private=self.private, exist_ok=True)
-            self._repo_ready = True
         try:
             api.create_commit(
                 self.repo_id,
