@@ -66,7 +66,9 @@ def test_answers_like_langfuse_and_records(fake: FakeLangfuse, client: httpx.Cli
     assert single.status_code == 200 and "id" in single.json()
     assert [s["name"] for s in fake.scores] == ["x", "y"]
 
-    assert client.get(fake.url + "/api/public/projects").json() == {}
+    projects = client.get(fake.url + "/api/public/projects").json()
+    assert projects == {"data": [{"id": "fake-project-id", "name": "fake project"}]}
+    assert client.get(fake.url + "/api/public/health").json() == {}
     assert client.get(fake.url + "/elsewhere").status_code == 404
     assert fake.wait_for_spans(2, timeout=0.1)
     assert not fake.wait_for_spans(3, timeout=0.05)
@@ -182,3 +184,28 @@ def test_decode_respx_calls_filters_otlp_posts() -> None:
     assert [s["name"] for s in decode_respx_calls(requests)] == ["one"]
     with pytest.raises(ValueError):
         decode_otlp(body, "br")
+
+
+def test_servers_before_score_arrays_answer_400_to_the_sdks_batch(client: httpx.Client) -> None:
+    # LangFuse servers up to at least 4.16 take one score object per request; SDK 5.0.4 posts
+    # a JSON array, which they reject: nothing is stored.
+    with FakeLangfuse(accept_score_arrays=False) as fake:
+        batch = client.post(fake.url + SCORES_PATH, json=[{"name": "x", "value": 1}])
+        assert batch.status_code == 400
+        assert fake.scores == []
+        single = client.post(fake.url + SCORES_PATH, json={"id": "s1", "name": "y", "value": 0})
+        assert single.status_code == 200 and single.json() == {"id": "s1"}
+        assert [s["id"] for s in fake.scores] == ["s1"]
+        bad = client.post(fake.url + SCORES_PATH, json={"value": 0})
+        assert bad.status_code == 400 and len(fake.scores) == 1
+
+
+def test_keys_are_checked_when_the_fake_has_them(client: httpx.Client) -> None:
+    with FakeLangfuse(public_key="pk-lf-a", secret_key="sk-lf-b", project_name="P") as fake:
+        good = httpx.BasicAuth("pk-lf-a", "sk-lf-b")
+        ok = client.get(fake.url + "/api/public/projects", auth=good)
+        assert ok.status_code == 200 and ok.json()["data"][0]["name"] == "P"
+        wrong = client.get(fake.url + "/api/public/projects", auth=("pk-lf-a", "sk-lf-x"))
+        assert wrong.status_code == 401 and "Invalid credentials" in wrong.json()["message"]
+        none = client.post(fake.url + SCORES_PATH, json={"name": "y", "value": 0})
+        assert none.status_code == 401 and fake.scores == []

@@ -73,10 +73,11 @@ def test_demo_sends_one_trace_per_turn_and_every_row_joins(tmp_path: Path) -> No
     assert len({t["trace_id"] for t in turns}) == 3  # one trace per turn
     gens = [s for s in spans if s["name"].startswith("llm.")]
     assert {g["name"].removeprefix("llm.") for g in gens} == KINDS
+    tags = {t["trace_id"]: t["attributes"]["langfuse.trace.tags"] for t in turns}
     for g in gens:
         a = g["attributes"]
         kind = g["name"].removeprefix("llm.")
-        assert kind in a["langfuse.trace.tags"]
+        assert kind in tags[g["trace_id"]]  # findable by tag (on the trace) and by name
         assert json.loads(a["langfuse.observation.metadata.kind"]) == kind
         assert a["user.id"] == "e2e-user"
         assert a["session.id"]

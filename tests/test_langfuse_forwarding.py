@@ -183,7 +183,27 @@ def test_every_call_becomes_a_generation(
     assert meta(span, "hf_event_id") == row.event_id
     assert a["user.id"] == "alice"
     assert a["session.id"] == session.session_id
-    assert kind in a["langfuse.trace.tags"]
+    # Trace attributes are written once, on the turn span (here a turn known from its calls
+    # only, closed by a flush once its generation went out), never on the generation.
+    assert "langfuse.trace.tags" not in a and "langfuse.trace.name" not in a
+    assert span["parent_span_id"] is not None
+    assert obs.flush(10)
+    assert _wait_for(
+        lambda: any(
+            s["span_id"] == span["parent_span_id"] and s["trace_id"] == expected_trace
+            for s in spans_of(router)
+        )
+    )
+    (turn,) = {
+        s["span_id"]: s
+        for s in spans_of(router)
+        if s["span_id"] == span["parent_span_id"] and s["trace_id"] == expected_trace
+    }.values()
+    assert turn["name"] == "turn" and turn["parent_span_id"] is None
+    assert kind in turn["attributes"]["langfuse.trace.tags"]
+    assert turn["attributes"]["langfuse.trace.name"] == "ml-intern turn"
+    assert turn["start_time_ns"] <= span["start_time_ns"] <= span["end_time_ns"]
+    assert span["end_time_ns"] <= turn["end_time_ns"]
     params = attr_json(span, "langfuse.observation.model.parameters")
     assert params["temperature"] == 0.3 and params["max_tokens"] == 50
     gen_input = attr_json(span, "langfuse.observation.input")
@@ -201,9 +221,13 @@ def test_every_call_becomes_a_generation(
         output = attr_json(span, "langfuse.observation.output")
         assert output["content"] == "provider reply number one"
         usage = attr_json(span, "langfuse.observation.usage_details")
-        assert usage["input"] == 42 and usage["output"] == 7 and usage["total"] == 49
+        assert usage["output"] == 7 and usage["total"] == 49
+        # LangFuse adds up every key containing "input": the sum is the call's prompt tokens.
+        assert sum(v for k, v in usage.items() if "input" in k) == 42
         if not stream:
-            assert usage["cache_read_input_tokens"] == 12
+            assert usage["cache_read_input_tokens"] == 12 and usage["input"] == 30
+        else:
+            assert usage["input"] == 42
         cost = attr_json(span, "langfuse.observation.cost_details")
         assert cost["total"] > 0
         assert "langfuse.observation.level" not in a or a["langfuse.observation.level"] != "ERROR"
@@ -260,7 +284,8 @@ def test_a_turn_is_one_trace_with_spans_and_a_score(world, tmp_path: Path) -> No
     (turn,) = [s for s in spans if s["name"] == "turn"]
     assert turn["parent_span_id"] is None
     ta = turn["attributes"]
-    assert ta["langfuse.trace.name"] == "turn 0"
+    assert ta["langfuse.trace.name"] == "ml-intern turn"
+    assert attr_json(turn, "langfuse.trace.metadata.turn_index") == 0
     assert ta["user.id"] == "bob" and ta["session.id"] == session.session_id
     assert (
         attr_json(turn, "langfuse.observation.input")

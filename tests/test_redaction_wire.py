@@ -167,7 +167,8 @@ def test_no_planted_secret_reaches_the_wire(
     (gen,) = [s for s in spans if s["name"] == "llm.main"]
     # Whatever the preset: usage, cost, kind, ids and the user still arrive.
     usage = attr_json(gen, "langfuse.observation.usage_details")
-    assert usage["input"] == 42 and usage["output"] == 7
+    assert sum(v for k, v in usage.items() if "input" in k) == 42 and usage["output"] == 7
+    assert usage["input"] == 30 and usage["cache_read_input_tokens"] == 12
     assert attr_json(gen, "langfuse.observation.cost_details")["total"] > 0
     assert meta(gen, "kind") == "main"
     (row,) = sink.of_type("llm_call")

@@ -33,17 +33,24 @@ __all__ = [
 ChunkCallback = Callable[[Any], None]
 
 
+def _caller_metadata(litellm_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The caller's ``metadata=`` (litellm's LangFuse keys and anything else), taken out of the
+    litellm keywords; it is handed to litellm unchanged beside our namespaced key."""
+    user_md = litellm_kwargs.pop("metadata", None) or {}
+    if not isinstance(user_md, dict):
+        raise TypeError("metadata must be a dict")
+    return user_md
+
+
 def _kwargs(
     ctx: CallContext,
     model: str,
     messages: Sequence[dict[str, Any]],
     tools: Sequence[dict[str, Any]] | None,
     stream: bool,
+    user_md: dict[str, Any],
     litellm_kwargs: dict[str, Any],
 ) -> dict[str, Any]:
-    user_md = litellm_kwargs.pop("metadata", None) or {}
-    if not isinstance(user_md, dict):
-        raise TypeError("metadata must be a dict")
     kwargs: dict[str, Any] = {
         "model": model,
         "messages": list(messages),
@@ -75,11 +82,15 @@ async def complete(
     Returns a ``litellm.ModelResponse``; with ``stream=True`` the chunks are passed to
     ``on_chunk`` as they arrive and the assembled response is returned. ``redact`` is a per-call
     redaction spec for LangFuse forwarding; it can only make the operator's policy stricter.
-    Any other keyword (``temperature``, ``mock_response``, ``reasoning_effort`` ...) goes to
-    litellm as is.
+    ``metadata`` takes litellm's documented LangFuse keys (``tags``, ``trace_name``,
+    ``generation_name``, ``trace_metadata``, ``version``, ``trace_version``,
+    ``existing_trace_id``, ``parent_observation_id``, ``prompt``); any other key goes to the
+    generation's metadata, through redaction. Any other keyword (``temperature``,
+    ``mock_response``, ``reasoning_effort`` ...) goes to litellm as is.
     """
-    ctx = CallContext.new(session, kind, redact=redact)
-    kwargs = _kwargs(ctx, model, messages, tools, stream, litellm_kwargs)
+    user_md = _caller_metadata(litellm_kwargs)
+    ctx = CallContext.new(session, kind, redact=redact, metadata=user_md)
+    kwargs = _kwargs(ctx, model, messages, tools, stream, user_md, litellm_kwargs)
     started = time.monotonic()
     try:
         response = await litellm.acompletion(**kwargs)
@@ -118,8 +129,9 @@ def complete_sync(
     **litellm_kwargs: Any,
 ) -> Any:
     """The blocking twin of ``complete`` (``litellm.completion``), for code without a loop."""
-    ctx = CallContext.new(session, kind, redact=redact)
-    kwargs = _kwargs(ctx, model, messages, tools, stream, litellm_kwargs)
+    user_md = _caller_metadata(litellm_kwargs)
+    ctx = CallContext.new(session, kind, redact=redact, metadata=user_md)
+    kwargs = _kwargs(ctx, model, messages, tools, stream, user_md, litellm_kwargs)
     started = time.monotonic()
     try:
         response = litellm.completion(**kwargs)

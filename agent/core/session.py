@@ -27,18 +27,40 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class TraceLink:
-    """The LangFuse ids an event or an LLM call is filed under (None while forwarding is off)."""
+    """The LangFuse ids an event or an LLM call is filed under.
+
+    ``trace_id`` / ``observation_id`` name the object LangFuse will store for the work (for a
+    ``feedback`` event the observation id is the score's id); both are None while forwarding is
+    off, for work that has no LangFuse object, and for a turn that sampling left out
+    (``sampled`` False). ``parent_id`` is the observation the work nests under (the turn's span,
+    or a caller's span); ``caller_trace`` says the trace belongs to a caller (a LangFuse
+    observation or ``existing_trace_id``), whose trace-level attributes are not overwritten.
+    """
 
     trace_id: str | None = None
     observation_id: str | None = None
     sampled: bool | None = None
+    parent_id: str | None = None
+    caller_trace: bool = False
 
 
 @runtime_checkable
 class TraceLinker(Protocol):
-    """Hands out LangFuse ids before the work they describe is forwarded."""
+    """Hands out LangFuse ids before the work they describe is forwarded.
 
-    def link(self, session_id: str, turn_index: int) -> TraceLink: ...
+    ``event_type`` is the row the ids are for (``turn_start``, ``tool_call``, ``llm_call`` ...;
+    None: just the trace the session's current turn is filed under). ``caller_trace`` is a
+    caller's ``(trace_id, parent_observation_id)`` to file an LLM call under instead.
+    """
+
+    def link(
+        self,
+        session_id: str,
+        turn_index: int,
+        event_type: str | None = None,
+        *,
+        caller_trace: tuple[str, str | None] | None = None,
+    ) -> TraceLink: ...
 
 
 @runtime_checkable
@@ -76,6 +98,9 @@ class Event:
     langfuse_observation_id: str | None = None
     langfuse_sampled: bool | None = None
     payload: dict[str, Any] = field(default_factory=dict)
+    # Where the event's LangFuse object nests (not persisted: the row holds its own ids only).
+    langfuse_parent_id: str | None = None
+    langfuse_caller_trace: bool = False
 
     def to_row(self) -> dict[str, Any]:
         """The persisted shape: one JSON object per line of the dataset."""
@@ -239,13 +264,23 @@ class Session:
             self.sinks.extend(observability.sinks)
             self.linker = observability.linker
 
-    def link(self, turn_index: int | None = None) -> TraceLink:
-        """The LangFuse ids for new work in ``turn_index`` (the current turn by default)."""
+    def link(
+        self,
+        turn_index: int | None = None,
+        event_type: str | None = None,
+        *,
+        caller_trace: tuple[str, str | None] | None = None,
+    ) -> TraceLink:
+        """The LangFuse ids for new work of type ``event_type`` in ``turn_index`` (the current
+        turn by default). Without ``event_type``: the trace the turn is filed under."""
         if self.linker is None:
             return TraceLink()
         with guard.guarded("session.link"):
             return self.linker.link(
-                self.session_id, self.turn_index if turn_index is None else turn_index
+                self.session_id,
+                self.turn_index if turn_index is None else turn_index,
+                event_type,
+                caller_trace=caller_trace,
             )
         return TraceLink()
 

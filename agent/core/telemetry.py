@@ -12,7 +12,9 @@ raises into the agent (see ``agent.core.guard``).
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -30,6 +32,33 @@ Kind = Literal["main", "research", "compaction", "effort_probe", "restore"]
 KINDS: tuple[str, ...] = ("main", "research", "compaction", "effort_probe", "restore")
 
 
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_OBSERVATION_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def _normalise_id(value: Any, pattern: re.Pattern[str], nbytes: int) -> str | None:
+    """A caller's id as LangFuse's OTLP ingestion needs it: lowercase hex as is (UUID dashes
+    dropped), anything else hashed to ``nbytes`` bytes, as litellm's LangFuse callback does."""
+    if value is None or value == "":
+        return None
+    text = str(value)
+    compact = text.lower().replace("-", "")
+    if pattern.fullmatch(compact):
+        return compact
+    return hashlib.sha256(text.encode("utf-8")).digest()[:nbytes].hex()
+
+
+def caller_trace(metadata: Mapping[str, Any] | None) -> tuple[str, str | None] | None:
+    """``(trace_id, parent_observation_id)`` from a call's ``existing_trace_id`` /
+    ``parent_observation_id`` metadata (litellm's LangFuse keys), or None."""
+    if not metadata:
+        return None
+    trace_id = _normalise_id(metadata.get("existing_trace_id"), _TRACE_ID, 16)
+    if trace_id is None:
+        return None
+    return trace_id, _normalise_id(metadata.get("parent_observation_id"), _OBSERVATION_ID, 8)
+
+
 @dataclass(frozen=True, slots=True)
 class CallContext:
     """Everything an LLM call is known by, fixed before the call starts."""
@@ -42,15 +71,27 @@ class CallContext:
     langfuse_trace_id: str | None = None
     langfuse_observation_id: str | None = None
     langfuse_sampled: bool | None = None
+    # The observation the call's generation nests under, and whether the trace is a caller's.
+    langfuse_parent_id: str | None = None
+    langfuse_caller_trace: bool = False
     # A per-call redaction override: may only make the operator's policy stricter.
     redact: str | None = None
+    # The names of the caller's own metadata keys (litellm adds keys of its own beside them).
+    metadata_keys: tuple[str, ...] = ()
     started_monotonic: float = field(default_factory=time.monotonic, compare=False)
 
     @classmethod
-    def new(cls, session: Session, kind: str, *, redact: str | None = None) -> CallContext:
+    def new(
+        cls,
+        session: Session,
+        kind: str,
+        *,
+        redact: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> CallContext:
         if kind not in KINDS:
             raise ValueError(f"unknown call kind {kind!r}; expected one of {', '.join(KINDS)}")
-        link = session.link()
+        link = session.link(event_type="llm_call", caller_trace=caller_trace(metadata))
         return cls(
             event_id=new_id(),
             kind=kind,
@@ -60,7 +101,10 @@ class CallContext:
             langfuse_trace_id=link.trace_id,
             langfuse_observation_id=link.observation_id,
             langfuse_sampled=link.sampled,
+            langfuse_parent_id=link.parent_id,
+            langfuse_caller_trace=link.caller_trace,
             redact=redact,
+            metadata_keys=tuple(str(k) for k in metadata or () if k != METADATA_KEY),
         )
 
     def as_metadata(self) -> dict[str, Any]:
@@ -71,7 +115,10 @@ class CallContext:
     @classmethod
     def from_metadata(cls, md: dict[str, Any]) -> CallContext:
         names = set(cls.__dataclass_fields__) - {"started_monotonic"}
-        return cls(**{k: v for k, v in md.items() if k in names})
+        values = {k: v for k, v in md.items() if k in names}
+        if "metadata_keys" in values:
+            values["metadata_keys"] = tuple(values["metadata_keys"] or ())
+        return cls(**values)
 
 
 def _event(
@@ -83,7 +130,7 @@ def _event(
     turn_index: int | None = None,
 ) -> Event:
     ti = session.event_turn() if turn_index is None else turn_index
-    link = session.link(ti)
+    link = session.link(ti, event_type)
     return Event(
         event_id=new_id(),
         event_type=event_type,
@@ -96,6 +143,8 @@ def _event(
         langfuse_observation_id=link.observation_id,
         langfuse_sampled=link.sampled,
         payload=payload or {},
+        langfuse_parent_id=link.parent_id,
+        langfuse_caller_trace=link.caller_trace,
     )
 
 
@@ -221,6 +270,8 @@ def _call_event(ctx: CallContext, event_type: str, data: dict[str, Any]) -> Even
         langfuse_trace_id=ctx.langfuse_trace_id,
         langfuse_observation_id=ctx.langfuse_observation_id,
         langfuse_sampled=ctx.langfuse_sampled,
+        langfuse_parent_id=ctx.langfuse_parent_id,
+        langfuse_caller_trace=ctx.langfuse_caller_trace,
     )
 
 

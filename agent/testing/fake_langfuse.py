@@ -12,10 +12,17 @@ Contract:
   ``fake.spans`` (see ``agent.testing.otlp.decode_otlp``), score posts into ``fake.scores``.
   Both are recorded before the answer is written, so they are visible when the client returns.
 - Answers, as LangFuse gives them: OTLP ``POST /api/public/otel/v1/traces`` -> 200 with an empty
-  ``ExportTraceServiceResponse``; ``POST /api/public/scores`` with a JSON list (SDK v5 batches)
-  -> 202 ``{"message": "Accepted"}``, with one JSON object -> 200 ``{"id": ...}``; anything else
-  under ``/api/public`` -> 200 ``{}``; other paths -> 404. An OTLP body that does not decode
-  gets 400 and is noted in ``fake.errors``: a broken payload must not look delivered.
+  ``ExportTraceServiceResponse``; ``POST /api/public/scores`` with one JSON object -> 200
+  ``{"id": ...}`` (the object's own ``id`` when it has one), with a JSON list (SDK v5 batches)
+  -> 202 ``{"message": "Accepted"}`` when ``accept_score_arrays`` (newer servers), else 400
+  like servers up to at least 4.16, which take one object per request; a score without
+  ``name`` or ``value`` -> 400. ``GET /api/public/projects`` -> 200 ``{"data": [{"id": ...,
+  "name": project_name}]}``; anything else under ``/api/public`` -> 200 ``{}``; other paths ->
+  404. An OTLP body that does not decode gets 400 and is noted in ``fake.errors``: a broken
+  payload must not look delivered. Only what was answered 2xx lands in ``spans`` / ``scores``.
+- Keys: with ``public_key`` and ``secret_key`` set, every ``/api/public`` request must carry
+  them as HTTP Basic auth, else 401 ``{"message": "Invalid credentials ..."}`` (as LangFuse
+  answers wrong keys, or keys of another Cloud region). Without them, any auth is accepted.
 - Faults, consumed in this order per request: ``max_body_bytes`` (413 above it, by raw body
   size); then the script (``script([503, 503, 200])`` replaces it, ``respond(...)`` appends,
   each entry answers one request); then ``mode``: ``"ok"``, ``"hang"`` (read the request,
@@ -28,6 +35,7 @@ Contract:
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
 import json
@@ -47,12 +55,14 @@ from agent.testing.otlp import decode_otlp
 
 OTLP_PATH = "/api/public/otel/v1/traces"
 SCORES_PATH = "/api/public/scores"
+PROJECTS_PATH = "/api/public/projects"
 
 Mode = Literal["ok", "hang", "slow", "garbage", "nonhttp", "reset"]
 _MODES: frozenset[str] = frozenset({"ok", "hang", "slow", "garbage", "nonhttp", "reset"})
 
 __all__ = [
     "OTLP_PATH",
+    "PROJECTS_PATH",
     "SCORES_PATH",
     "FakeLangfuse",
     "RecordedRequest",
@@ -94,10 +104,23 @@ def closed_port() -> int:
 class FakeLangfuse:
     """See the module docstring."""
 
-    def __init__(self, *, mode: Mode = "ok", delay: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        mode: Mode = "ok",
+        delay: float = 1.0,
+        accept_score_arrays: bool = True,
+        public_key: str | None = None,
+        secret_key: str | None = None,
+        project_name: str = "fake project",
+    ) -> None:
         self.mode: Mode = mode
         self.delay = delay  # used by mode "slow"
         self.max_body_bytes: int | None = None
+        self.accept_score_arrays = accept_score_arrays
+        self.public_key = public_key
+        self.secret_key = secret_key
+        self.project_name = project_name
 
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -325,10 +348,23 @@ class FakeLangfuse:
             status = reply.status or 404
             return status, "application/json", reply.body or b'{"message": "Not Found"}'
 
+        if reply.status is None and not self._authorized(headers):
+            return (
+                401,
+                "application/json",
+                b'{"message": "Invalid credentials. Confirm that you\'ve configured the '
+                b'correct host."}',
+            )
         status = reply.status or 200
         if not 200 <= status < 300:
             error = json.dumps({"message": f"fake LangFuse answered {status}"}).encode()
             return status, "application/json", reply.body if reply.body is not None else error
+
+        if method == "GET" and path == PROJECTS_PATH:
+            default = json.dumps(
+                {"data": [{"id": "fake-project-id", "name": self.project_name}]}
+            ).encode()
+            return status, "application/json", reply.body if reply.body is not None else default
 
         if method == "POST" and path == OTLP_PATH:
             if not self._ingest_otlp(body, headers):
@@ -351,17 +387,29 @@ class FakeLangfuse:
                 with self._lock:
                     self._errors.append(f"invalid score JSON: {exc}")
                 return 400, "application/json", b'{"message": "invalid JSON"}'
+            if isinstance(data, list) and not self.accept_score_arrays:
+                # Servers up to at least 4.16: the body must be one score object.
+                return 400, "application/json", _invalid("expected object, received array")
             items = data if isinstance(data, list) else [data]
+            if not all(isinstance(i, dict) and "name" in i and "value" in i for i in items):
+                return 400, "application/json", _invalid("a score needs a name and a value")
             with self._changed:
                 self._scores.extend(items)
                 self._changed.notify_all()
             if isinstance(data, list):
                 default = json.dumps({"message": "Accepted"}).encode()
                 return reply.status or 202, "application/json", reply.body or default
-            default = json.dumps({"id": f"score-{next(self._ids)}-{uuid.uuid4().hex[:8]}"}).encode()
+            score_id = data.get("id") or f"score-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
+            default = json.dumps({"id": score_id}).encode()
             return status, "application/json", reply.body or default
 
         return status, "application/json", reply.body if reply.body is not None else b"{}"
+
+    def _authorized(self, headers: dict[str, str]) -> bool:
+        if self.public_key is None or self.secret_key is None:
+            return True
+        expected = base64.b64encode(f"{self.public_key}:{self.secret_key}".encode()).decode()
+        return headers.get("authorization") == f"Basic {expected}"
 
     def _ingest_otlp(self, body: bytes, headers: dict[str, str]) -> bool:
         try:
@@ -374,6 +422,10 @@ class FakeLangfuse:
             self._spans.extend(spans)
             self._changed.notify_all()
         return True
+
+
+def _invalid(message: str) -> bytes:
+    return json.dumps({"message": "Invalid request data", "error": [message]}).encode()
 
 
 def _as_reply(entry: int | str | Reply, path: str | None) -> Reply:

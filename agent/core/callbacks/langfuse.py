@@ -6,17 +6,33 @@ not) that is also an event sink (for ``turn_*``, ``tool_call``, ``hf_job_*``, ``
 ``TraceLinker`` that hands out LangFuse ids before the work happens, so the HF rows carry them.
 
 Object model: a session is a LangFuse session; a turn is a trace whose id is
-``Langfuse.create_trace_id(seed=f"{session_id}:{turn_index}")`` with one root span ``turn``
-(input: the user's message, output: the final reply); each LLM call is a generation
+``Langfuse.create_trace_id(seed=f"{session_id}:{turn_index}")`` (or, when the agent runs inside
+a caller's OpenTelemetry span or LangFuse observation, the caller's trace) with one span
+``turn`` (input: the user's message, output: the final reply); each LLM call is a generation
 ``llm.<kind>`` under it; tools, jobs and sandboxes are spans and events under it; feedback is a
-score on the trace.
+score on the trace, with the id the HF row holds.
+
+Ids that resolve: every id handed out names an object that is forwarded (turn rows: the turn
+span; calls: their generation; tool, job and sandbox rows: their span or event; feedback: its
+score). Work with no LangFuse object, and every row of a turn sampling left out, gets null ids.
+
+Trace attributes are written once: the name (one stable name, default ``ml-intern turn``, the
+turn index in metadata), tags (the union of the turn's kinds and the caller's tags), metadata
+and version go on the turn span only, when it closes; session and user go on every span, with
+the same values. The turn span is created when the turn closes, so it covers every observation
+filed under it (a restore call just before the turn, the last call whose litellm callback comes
+after ``turn_complete``, a sandbox torn down after it): it closes a short grace period after
+``turn_complete``, at a flush, or at shutdown; a child that comes later reopens it (the same
+span id is sent again, wider). Children are started with LangFuse's trace claim in their
+parent context, so the SDK's span processor never marks one an extra root.
 
 Never in the agent's way: the litellm hooks only copy what they need into a small record and put
 it on a bounded queue (drops are counted). One daemon worker redacts each record with the
 operator's policy (the single choke point: nothing reaches the SDK unredacted) and builds the
 LangFuse objects with the official SDK on a private TracerProvider. Spans leave through our
-httpx exporter; scores through the SDK's httpx client. ``shutdown(timeout)`` is bounded even on
-a dead or silent host.
+httpx exporter; scores through our own one-object-per-request sender (servers up to at least
+4.16 answer 400 to the SDK's arrays), counted only when the server accepted them.
+``shutdown(timeout)`` is bounded even on a dead or silent host.
 """
 
 from __future__ import annotations
@@ -31,8 +47,9 @@ import logging
 import math
 import threading
 import time
-from collections import Counter, deque
-from datetime import UTC, datetime
+from collections import Counter, OrderedDict, deque
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -41,17 +58,34 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
 from agent.core import guard
 from agent.core.callbacks.otlp_httpx import HttpxOTLPSpanExporter
-from agent.core.callbacks.record import CallRecord, ScoreRecord, SpanRecord
+from agent.core.callbacks.record import CallerContext, CallRecord, ScoreRecord, SpanRecord
 from agent.core.callbacks.redaction import RedactionPolicy, redact
+from agent.core.redact import scrub
 from agent.core.session import Event, TraceLink
 from agent.core.telemetry import METADATA_KEY, CallContext, usage_fields
 
 logger = logging.getLogger(__name__)
 
 OTLP_PATH = "/api/public/otel/v1/traces"
+SCORES_PATH = "/api/public/scores"
+DEFAULT_TRACE_NAME = "ml-intern turn"
+# How long a turn span waits after turn_complete for the turn's last children (litellm calls
+# the last call's callback after the turn returned; the sandbox is torn down after the turn).
+DEFAULT_TURN_GRACE_S = 2.0
+# A turn known only from its children (calls made outside record_turn_start/complete) closes
+# after this long without a new child, or at a flush.
+_IMPLICIT_TURN_IDLE_S = 10.0
+_MAX_OPEN_TURNS = 1024  # past this, the oldest open turn is closed early
+_MAX_CLOSED_TURNS = 256  # closed turns remembered, so a late child can reopen one
+_MAX_LINKED_TURNS = 4096  # turns whose ids the linker remembers (feedback, late events)
+# The OpenTelemetry baggage key the langfuse SDK's span processor reads as "this trace is
+# already claimed by an app root": a span started with it in its parent context is never
+# marked an app root (`langfuse.internal.is_app_root`), whatever the order spans start in.
+_LANGFUSE_TRACE_CLAIM = "langfuse_trace_id"
 
 # Model parameters forwarded as the generation's model parameters. Anything else in litellm's
 # optional params (api keys, api_base, headers, extra_body ...) never leaves the process.
+# `stream` is not a model parameter (it changes no output): it goes to metadata.
 MODEL_PARAMETERS: tuple[str, ...] = (
     "temperature",
     "top_p",
@@ -67,9 +101,9 @@ MODEL_PARAMETERS: tuple[str, ...] = (
     "parallel_tool_calls",
     "logprobs",
     "top_logprobs",
-    "stream",
 )
 
+# Session events the forwarder turns into LangFuse objects (any other event has null ids).
 EVENT_TYPES = frozenset(
     {
         "turn_start",
@@ -83,6 +117,24 @@ EVENT_TYPES = frozenset(
         "session_end",
     }
 )
+_TURN_EVENTS = frozenset({"turn_start", "turn_complete"})
+# Everything the linker hands ids out for: the events above and LLM calls.
+LINKED_TYPES = EVENT_TYPES | {"llm_call"}
+
+# litellm's documented LangFuse metadata keys that steer the trace (everything else a caller
+# puts in `metadata=` is generation metadata, through redaction).
+CALLER_STEERING_KEYS = frozenset(
+    {
+        "tags",
+        "trace_name",
+        "generation_name",
+        "version",
+        "trace_version",
+        "existing_trace_id",
+        "parent_observation_id",
+        "prompt",
+    }
+)
 
 
 def trace_id_for(session_id: str, turn_index: int) -> str:
@@ -90,9 +142,20 @@ def trace_id_for(session_id: str, turn_index: int) -> str:
     return hashlib.sha256(f"{session_id}:{turn_index}".encode()).digest()[:16].hex()
 
 
-def turn_span_id(session_id: str, turn_index: int) -> str:
-    """The deterministic id of a turn's root span, so calls can name their parent early."""
-    return hashlib.sha256(f"{session_id}:{turn_index}:turn".encode()).digest()[:8].hex()
+def turn_span_id(session_id: str, turn_index: int, trace_id: str | None = None) -> str:
+    """The deterministic id of a turn's span, so the turn's rows and children can name it early.
+
+    A turn nested in a caller's trace gets an id seeded with that trace too: the same turn
+    index can then never collide with the id of a turn on the session's own trace."""
+    seed = f"{session_id}:{turn_index}:turn"
+    if trace_id is not None and trace_id != trace_id_for(session_id, turn_index):
+        seed += f":{trace_id}"
+    return hashlib.sha256(seed.encode()).digest()[:8].hex()
+
+
+def score_id_for(event_id: str) -> str:
+    """A score id for a feedback event that was not linked (built by hand, not by telemetry)."""
+    return hashlib.sha256(f"{event_id}:score".encode()).digest()[:8].hex()
 
 
 def _ns(dt: datetime) -> int:
@@ -107,6 +170,107 @@ def _utc(dt: datetime | None) -> datetime | None:
     if dt.tzinfo is None:
         dt = dt.astimezone()
     return dt.astimezone(UTC)
+
+
+# -- token counts as LangFuse reads them --
+
+
+def langfuse_usage_details(usage: Mapping[str, int]) -> dict[str, int]:
+    """``usage_details`` for a generation from our usage numbers (``usage_fields`` plus
+    ``reasoning_tokens``), as LangFuse adds them up.
+
+    LangFuse sums every key containing "input" into the input count and every key containing
+    "output" into the output count. litellm's ``prompt_tokens`` already includes cache reads
+    and cache writes (OpenAI's ``prompt_tokens_details.cached_tokens``; Anthropic's
+    ``cache_read_input_tokens`` / ``cache_creation_input_tokens``, which litellm adds to it), and
+    ``completion_tokens`` includes reasoning tokens. So ``input`` is sent without the cached
+    parts and ``output`` without the reasoning part (``output_reasoning_tokens``, the name
+    LangFuse gives OpenAI's ``completion_tokens_details.reasoning_tokens``), and each sum is the
+    call's own count. Parts larger than the whole (a provider's own arithmetic) are clamped.
+    """
+    prompt = max(0, int(usage.get("prompt_tokens") or 0))
+    completion = max(0, int(usage.get("completion_tokens") or 0))
+    total = max(0, int(usage.get("total_tokens") or 0)) or prompt + completion
+    cache_read = min(prompt, max(0, int(usage.get("cache_read_tokens") or 0)))
+    cache_creation = min(prompt - cache_read, max(0, int(usage.get("cache_creation_tokens") or 0)))
+    reasoning = min(completion, max(0, int(usage.get("reasoning_tokens") or 0)))
+    details = {
+        "input": prompt - cache_read - cache_creation,
+        "output": completion - reasoning,
+        "total": total,
+    }
+    if cache_read:
+        details["cache_read_input_tokens"] = cache_read
+    if cache_creation:
+        details["cache_creation_input_tokens"] = cache_creation
+    if reasoning:
+        details["output_reasoning_tokens"] = reasoning
+    return details
+
+
+def _reasoning_tokens(response: Any) -> int:
+    usage = _get(response, "usage")
+    details = _get(usage, "completion_tokens_details")
+    value = _get(details, "reasoning_tokens") or _get(usage, "reasoning_tokens") or 0
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+# -- the caller's LangFuse metadata (litellm's keys) --
+
+
+def _label(value: Any, limit: int = 200) -> str | None:
+    """A name or label from caller metadata: a string, scrubbed of named secrets, bounded."""
+    if value is None:
+        return None
+    text = scrub(str(value)).strip()
+    return text[:limit] or None
+
+
+def _prompt_link(prompt: Any) -> tuple[str | None, int | None]:
+    """(name, version) of a LangFuse prompt given as the SDK's prompt client or as a mapping
+    with ``name`` and ``version`` (litellm accepts both). A fallback prompt (the SDK's stand-in
+    when the server could not be reached) links nothing, as in the SDK."""
+    if prompt is None:
+        return None, None
+    if isinstance(prompt, Mapping):
+        name, version, fallback = prompt.get("name"), prompt.get("version"), False
+    else:
+        name = getattr(prompt, "name", None)
+        version = getattr(prompt, "version", None)
+        fallback = bool(getattr(prompt, "is_fallback", False))
+    if fallback or name is None or isinstance(version, bool):
+        return None, None
+    try:
+        number = int(version) if version is not None else None
+    except (TypeError, ValueError):
+        number = None
+    return _label(name), number
+
+
+def caller_context(metadata: Mapping[str, Any]) -> tuple[CallerContext, dict[str, Any]]:
+    """The caller's steering keys as a ``CallerContext``, and the rest of their metadata
+    (``trace_metadata`` included) as content bound for redaction."""
+    raw_tags = metadata.get("tags")
+    if isinstance(raw_tags, str):
+        raw_tags = [raw_tags]
+    tags = tuple(
+        t for t in (_label(x, 100) for x in (raw_tags or ()) if x is not None) if t is not None
+    )
+    prompt_name, prompt_version = _prompt_link(metadata.get("prompt"))
+    ctx = CallerContext(
+        tags=tuple(dict.fromkeys(tags))[:50],
+        trace_name=_label(metadata.get("trace_name")),
+        generation_name=_label(metadata.get("generation_name")),
+        version=_label(metadata.get("version")),
+        trace_version=_label(metadata.get("trace_version")),
+        prompt_name=prompt_name,
+        prompt_version=prompt_version,
+    )
+    rest = {str(k): v for k, v in metadata.items() if k not in CALLER_STEERING_KEYS}
+    return ctx, rest
 
 
 # -- litellm kwargs -> CallRecord (on the caller's thread: cheap, no I/O) --
@@ -168,12 +332,15 @@ def call_record_from_litellm(
         choice = (_get(response, "choices") or [None])[0]
         output = _message_out(_get(choice, "message"))
         usage = usage_fields(response)
+        usage["reasoning_tokens"] = _reasoning_tokens(response)
     cost = kwargs.get("response_cost")
     stream = bool(kwargs.get("stream") or optional.get("stream"))
     completion_start = kwargs.get("completion_start_time") if stream and not failed else None
     error_message = None
     if failed:
         error_message = str(exc) if exc is not None else "the call failed without a response"
+    md = (kwargs.get("litellm_params") or {}).get("metadata") or {}
+    caller, extra = caller_context({k: md[k] for k in ctx.metadata_keys if k in md})
     return CallRecord(
         event_id=ctx.event_id,
         kind=ctx.kind,
@@ -195,7 +362,11 @@ def call_record_from_litellm(
         stream=stream,
         error_type=type(exc).__name__ if exc is not None else None,
         error_message=error_message,
+        metadata=extra,
         redact_override=ctx.redact,
+        parent_id=ctx.langfuse_parent_id,
+        caller_trace=bool(ctx.langfuse_caller_trace),
+        caller=caller,
     )
 
 
@@ -303,13 +474,188 @@ class _ChosenIds(IdGenerator):
         return chosen or self._random.generate_trace_id()
 
 
-class _OpenTurn:
-    __slots__ = ("kinds", "span", "wrapper")
+# -- turns: what the linker knows (any thread) and what the worker builds --
 
-    def __init__(self, span: Any, wrapper: Any) -> None:
-        self.span = span
-        self.wrapper = wrapper
-        self.kinds: set[str] = set()
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _TurnLink:
+    """The ids of one turn, fixed when its ``turn_start`` row is linked."""
+
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    caller_trace: bool
+    sampled: bool
+
+
+@dataclasses.dataclass(slots=True)
+class _Turn:
+    """One turn's span, built on the worker from the turn's events and children, emitted when
+    the turn closes (see the module docstring)."""
+
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    caller_trace: bool
+    session_id: str | None
+    user_id: str | None
+    turn_index: int
+    lo: datetime | None = None  # the earliest start among the turn and its children
+    hi: datetime | None = None  # the latest end
+    started: bool = False  # turn_start seen
+    ended: bool = False  # turn_complete seen
+    input: Any = None
+    output: Any = None
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    level: str | None = None
+    status_message: str | None = None
+    kinds: set[str] = dataclasses.field(default_factory=set)
+    tags: set[str] = dataclasses.field(default_factory=set)
+    trace_name: str | None = None
+    trace_metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    version: str | None = None
+    close_at: float | None = None  # time.monotonic() when the turn closes; None: not yet known
+    emitted: bool = False
+
+    def cover(self, start: datetime | None, end: datetime | None = None) -> None:
+        for t in (start, end):
+            if t is None:
+                continue
+            if self.lo is None or t < self.lo:
+                self.lo = t
+            if self.hi is None or t > self.hi:
+                self.hi = t
+
+    def add_call(self, red: CallRecord) -> None:
+        self.cover(red.start_time, red.end_time)
+        self.kinds.add(red.kind)
+        caller = red.caller
+        self.tags.update(caller.tags)
+        self.trace_name = self.trace_name or caller.trace_name
+        self.version = self.version or caller.trace_version or caller.version
+        trace_md = (red.metadata or {}).get("trace_metadata")
+        if isinstance(trace_md, Mapping):
+            for k, v in trace_md.items():
+                self.trace_metadata.setdefault(str(k), v)
+        elif trace_md is not None:
+            self.trace_metadata.setdefault("trace_metadata", trace_md)
+
+
+# -- scores: one JSON object per request, counted when accepted --
+
+
+class _ScoreSender:
+    """Posts scores to ``/api/public/scores`` one JSON object per request from a daemon thread.
+
+    Why not the SDK: langfuse 5.0.4 posts a JSON array, which servers up to at least 4.16 answer
+    with 400 (and the SDK counted nothing either way). One object per request is what every
+    server since the OTLP endpoint (3.22) accepts. A score counts as sent only on a 2xx answer;
+    a 4xx is final (dropped, ``score_http_<status>``); 408/429/5xx and network errors are
+    retried a few times, then dropped (``score_http_<status>`` / ``score_unreachable``).
+    The queue is bounded (``score_queue_full``); ``close(deadline)`` stops within the deadline.
+    """
+
+    RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        headers: Mapping[str, str],
+        client: httpx.Client,
+        on_result: Any,
+        max_queue: int = 1000,
+        attempts: int = 3,
+        backoff_s: float = 0.5,
+    ) -> None:
+        self._url = url
+        self._headers = dict(headers)
+        self._client = client
+        self._on_result = on_result  # (outcome: "accepted" | drop reason, status | None, text)
+        self._max_queue = max_queue
+        self._attempts = attempts
+        self._backoff_s = backoff_s
+        self._cond = threading.Condition()
+        self._queue: deque[dict[str, Any]] = deque()
+        self._busy = False
+        self._abandoned = False  # close() gave up on the score in flight (counted unsent)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, body: dict[str, Any]) -> bool:
+        with self._cond:
+            if self._stop.is_set() or len(self._queue) >= self._max_queue:
+                return False
+            self._queue.append(body)
+            if self._thread is None:  # started on the first score: most runs send none
+                self._thread = threading.Thread(
+                    target=self._run, name="langfuse-scores", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
+        return True
+
+    def drain(self, deadline: float) -> bool:
+        """Wait until every submitted score has been answered (or ``deadline``)."""
+        with self._cond:
+            while self._queue or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+        return True
+
+    def close(self, deadline: float) -> int:
+        """Send what can be sent before ``deadline``, then stop; returns how many were not."""
+        self.drain(deadline)
+        with self._cond:
+            self._stop.set()
+            left = len(self._queue) + (1 if self._busy else 0)
+            self._abandoned = self._busy
+            self._queue.clear()
+            self._cond.notify_all()
+        return left
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stop.is_set():
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                body = self._queue.popleft()
+                self._busy = True
+            try:
+                result = self._send(body)
+            except Exception as exc:  # a bug: never lose the thread over it
+                guard.report("langfuse.scores", exc)
+                result = ("internal_error", None, "")
+            with self._cond:
+                self._busy = False
+                abandoned, self._abandoned = self._abandoned, False
+                self._cond.notify_all()
+            if not abandoned:
+                self._on_result(*result)
+
+    def _send(self, body: dict[str, Any]) -> tuple[str, int | None, str]:
+        payload = json.dumps(body).encode()
+        headers = {**self._headers, "Content-Type": "application/json"}
+        reason, status, text = "unreachable", None, ""
+        for attempt in range(self._attempts):
+            if attempt and self._stop.wait(self._backoff_s * 2 ** (attempt - 1)):
+                break
+            try:
+                response = self._client.post(self._url, content=payload, headers=headers)
+            except httpx.HTTPError as exc:
+                reason, status, text = "unreachable", None, type(exc).__name__
+                continue
+            status = response.status_code
+            if 200 <= status < 300:
+                return "accepted", status, ""
+            reason, text = f"http_{status}", response.text[:200]
+            if status not in self.RETRYABLE:
+                break
+        return reason, status, text
 
 
 class LangfuseForwardingLogger(CustomLogger):
@@ -330,6 +676,10 @@ class LangfuseForwardingLogger(CustomLogger):
         span_exporter: Any = None,
         flush_at: int = 64,
         flush_interval_s: float = 1.0,
+        traces_endpoint: str | None = None,
+        trace_name: str = DEFAULT_TRACE_NAME,
+        nest_in_caller_trace: bool = True,
+        turn_grace_s: float = DEFAULT_TURN_GRACE_S,
     ) -> None:
         super().__init__()
         from langfuse import Langfuse
@@ -342,6 +692,9 @@ class LangfuseForwardingLogger(CustomLogger):
         self.policy = policy or RedactionPolicy.from_spec(None)
         self.flush_timeout_s = flush_timeout_s
         self.queue_size = queue_size
+        self.trace_name = trace_name or DEFAULT_TRACE_NAME
+        self.nest_in_caller_trace = nest_in_caller_trace
+        self.turn_grace_s = max(0.0, float(turn_grace_s))
         self.closed = False
         self._lock = threading.Condition()
         self._queue: deque[tuple[str, Any]] = deque()
@@ -351,7 +704,13 @@ class LangfuseForwardingLogger(CustomLogger):
         self._done = 0
         self.dropped = Counter[str]()
         self.counts = Counter[str]()
-        self._turns: dict[tuple[str, int], _OpenTurn] = {}
+        # Worker-only state: open turns by (trace id, turn span id), recently closed ones.
+        self._turns: dict[tuple[str, str], _Turn] = {}
+        self._closed_turns: OrderedDict[tuple[str, str], _Turn] = OrderedDict()
+        # Linker state (any thread): the ids of recent turns, by (session id, turn index).
+        self._links: OrderedDict[tuple[str, int], _TurnLink] = OrderedDict()
+        self._links_lock = threading.Lock()
+        self._warned: set[str] = set()
 
         # Sample per trace on our own provider (the SDK ignores its sample rate once it is
         # given a provider): a turn's trace id decides, so a turn is kept or dropped whole.
@@ -376,19 +735,26 @@ class LangfuseForwardingLogger(CustomLogger):
             from langfuse._version import __version__ as langfuse_version
         except Exception:  # pragma: no cover - version module moved
             langfuse_version = "unknown"
+        headers = {
+            "Authorization": f"Basic {auth}",
+            "x-langfuse-sdk-name": "python",
+            "x-langfuse-sdk-version": langfuse_version,
+            "x-langfuse-public-key": settings.public_key,
+        }
+        self.traces_endpoint = traces_endpoint or settings.host + OTLP_PATH
         self.exporter = span_exporter or HttpxOTLPSpanExporter(
-            endpoint=settings.host + OTLP_PATH,
-            headers={
-                "Authorization": f"Basic {auth}",
-                "x-langfuse-sdk-name": "python",
-                "x-langfuse-sdk-version": langfuse_version,
-                "x-langfuse-public-key": settings.public_key,
-                "x-langfuse-ingestion-version": "4",
-            },
+            endpoint=self.traces_endpoint,
+            headers={**headers, "x-langfuse-ingestion-version": "4"},
             timeout=min(10.0, max(1.0, flush_timeout_s)),
             on_drop=self._on_export_drop,
         )
         self._http = httpx.Client(timeout=httpx.Timeout(5.0, connect=3.0), trust_env=False)
+        self._scores = _ScoreSender(
+            url=settings.host + SCORES_PATH,
+            headers=headers,
+            client=self._http,
+            on_result=self._on_score_result,
+        )
         self._tracer_name = LANGFUSE_TRACER_NAME
         self.client = Langfuse(
             public_key=settings.public_key,
@@ -414,12 +780,106 @@ class LangfuseForwardingLogger(CustomLogger):
 
     # -- the linker: ids before the work --
 
-    def link(self, session_id: str, turn_index: int) -> TraceLink:
+    def link(
+        self,
+        session_id: str,
+        turn_index: int,
+        event_type: str | None = None,
+        *,
+        caller_trace: tuple[str, str | None] | None = None,
+    ) -> TraceLink:
+        """The ids the work will be forwarded under (see ``agent.core.session.TraceLinker``)."""
+        if caller_trace is not None:  # existing_trace_id: the caller's trace, as they said
+            trace_id, parent_id = caller_trace
+            return self._linked(trace_id, parent_id, caller_trace=True)
+        if event_type is not None and event_type not in LINKED_TYPES:
+            return TraceLink()  # no LangFuse object for this row
+        key = (session_id, turn_index)
+        turn = None
+        if event_type != "turn_start":
+            with self._links_lock:
+                turn = self._links.get(key)
+        if turn is None and event_type in _TURN_EVENTS:
+            turn = self._new_turn_link(session_id, turn_index)
+            with self._links_lock:
+                self._links[key] = turn
+                self._links.move_to_end(key)
+                while len(self._links) > _MAX_LINKED_TURNS:
+                    self._links.popitem(last=False)
+        if turn is not None:
+            if not turn.sampled:
+                return TraceLink(sampled=False)
+            if event_type in _TURN_EVENTS:
+                observation_id, parent_id = turn.span_id, turn.parent_id
+            elif event_type is None:
+                observation_id, parent_id = None, turn.parent_id
+            elif event_type == "feedback":
+                observation_id, parent_id = self._new_id(), None  # the score's id
+            else:
+                observation_id, parent_id = self._new_id(), turn.span_id
+            return TraceLink(turn.trace_id, observation_id, True, parent_id, turn.caller_trace)
+        # Work in no turn the linker knows: a caller's span, else the session's own trace.
+        if event_type == "feedback":
+            return self._linked(trace_id_for(session_id, turn_index), None)
+        nest = self._caller_span()
+        if nest is not None:
+            trace_id, span_id, owned = nest
+            if event_type is None:
+                return self._linked(trace_id, span_id, caller_trace=owned, observation=False)
+            return self._linked(trace_id, span_id, caller_trace=owned)
         trace_id = trace_id_for(session_id, turn_index)
-        span_id = self._ids._random.generate_span_id()
-        return TraceLink(
-            trace_id=trace_id, observation_id=f"{span_id:016x}", sampled=self.sampled(trace_id)
+        parent_id = turn_span_id(session_id, turn_index)
+        return self._linked(trace_id, parent_id, observation=event_type is not None)
+
+    def _linked(
+        self,
+        trace_id: str,
+        parent_id: str | None,
+        *,
+        caller_trace: bool = False,
+        observation: bool = True,
+    ) -> TraceLink:
+        if not self.sampled(trace_id):
+            return TraceLink(sampled=False)
+        observation_id = self._new_id() if observation else None
+        return TraceLink(trace_id, observation_id, True, parent_id, caller_trace)
+
+    def _new_turn_link(self, session_id: str, turn_index: int) -> _TurnLink:
+        nest = self._caller_span()
+        if nest is None:
+            trace_id = trace_id_for(session_id, turn_index)
+            parent_id, owned = None, False
+        else:
+            trace_id, parent_id, owned = nest
+        return _TurnLink(
+            trace_id=trace_id,
+            span_id=turn_span_id(session_id, turn_index, trace_id),
+            parent_id=parent_id,
+            caller_trace=owned,
+            sampled=self.sampled(trace_id),
         )
+
+    def _caller_span(self) -> tuple[str, str, bool] | None:
+        """(trace id, span id, is a LangFuse observation) of the caller's active span in the
+        global OpenTelemetry context (where LangFuse's ``@observe`` puts its observations too),
+        or None when there is none or nesting is off."""
+        if not self.nest_in_caller_trace:
+            return None
+        from opentelemetry import trace as otel_trace
+
+        span = otel_trace.get_current_span()
+        context = span.get_span_context()
+        if not context.is_valid:
+            return None
+        scope = getattr(span, "instrumentation_scope", None)
+        attributes = getattr(span, "attributes", None) or {}
+        owned = (scope is not None and scope.name == self._tracer_name) or any(
+            str(k).startswith("langfuse.") for k in attributes
+        )
+        return f"{context.trace_id:032x}", f"{context.span_id:016x}", owned
+
+    def _new_id(self) -> str:
+        return f"{self._ids._random.generate_span_id():016x}"
 
     def sampled(self, trace_id: str) -> bool:
         result = self._sampler.should_sample(None, int(trace_id, 16), "turn")
@@ -458,13 +918,17 @@ class LangfuseForwardingLogger(CustomLogger):
         with guard.guarded("langfuse.callback"):
             md = (kwargs.get("litellm_params") or {}).get("metadata") or {}
             ours = md.get(METADATA_KEY)
-            if not isinstance(ours, dict) or not ours.get("langfuse_trace_id"):
-                # Not a call made through agent.core.llm (or made before forwarding was on):
-                # it carries no context of ours, so it is not forwarded.
+            if not isinstance(ours, dict) or not ours.get("event_id"):
+                # Not a call made through agent.core.llm: it carries no context of ours, so it
+                # is not forwarded.
                 self.counts["foreign_calls"] += 1
                 return
             if ours.get("langfuse_sampled") is False:
                 self.counts["sampled_out_calls"] += 1
+                return
+            if not ours.get("langfuse_trace_id"):
+                # Made before forwarding was on: its row has no ids, so nothing is forwarded.
+                self.counts["unlinked_calls"] += 1
                 return
             ctx = CallContext.from_metadata(ours)
             record = call_record_from_litellm(kwargs, response, start_time, end_time, ctx)
@@ -480,12 +944,13 @@ class LangfuseForwardingLogger(CustomLogger):
             return
         self._put("event", event)
 
-    def _put(self, kind: str, item: Any) -> None:
+    def _put(self, kind: str, item: Any, *, control: bool = False) -> None:
         with self._lock:
             if self.closed:
-                self.dropped["after_shutdown"] += 1
+                if not control:
+                    self.dropped["after_shutdown"] += 1
                 return
-            if len(self._queue) >= self.queue_size:
+            if len(self._queue) >= self.queue_size and not control:
                 self.dropped["queue_full"] += 1
                 guard.warn_once(
                     "langfuse-queue-full",
@@ -509,9 +974,14 @@ class LangfuseForwardingLogger(CustomLogger):
                 if not self._queue and not self.closed:
                     self._idle = True
                     while not self._queue and not self.closed:
-                        self._lock.wait()
+                        # Asleep until a record arrives or the next open turn is due to close.
+                        wait = self._next_turn_close()
+                        if wait is not None and wait <= 0:
+                            break
+                        self._lock.wait(wait)
                     self._idle = False
-                    gather = not self.closed
+                    gather = bool(self._queue) and not self.closed
+            self._close_due_turns()
             if gather:
                 # Why (performance): woken by the first record after a quiet spell, let the
                 # records of a burst gather (a flush or shutdown cuts this short) and then work
@@ -533,14 +1003,13 @@ class LangfuseForwardingLogger(CustomLogger):
                 elif kind == "event":
                     self._forward_event(item)
                 elif kind == "close_turns":
-                    self._close_open_turns()
+                    self._close_turns(final=item == "shutdown")
             except Exception as exc:
                 guard.report(f"langfuse.worker.{kind}", exc)
                 # guard.report counts it too; the suite fails on it (tests/conftest.py).
                 self.counts["internal_errors"] += 1
             finally:
                 with self._lock:
-                    self._busy = False
                     self._done += 1
                     self._lock.notify_all()
                     more = bool(self._queue)
@@ -573,20 +1042,28 @@ class LangfuseForwardingLogger(CustomLogger):
             return None
         return None
 
-    def _parent_context(self, trace_id: str, parent_span_id: str | None) -> Any:
-        from opentelemetry import trace as otel_trace
+    # -- spans --
 
-        ctx_span = otel_trace.NonRecordingSpan(
-            otel_trace.SpanContext(
-                trace_id=int(trace_id, 16),
-                span_id=int(parent_span_id, 16)
-                if parent_span_id
-                else self._ids._random.generate_span_id(),
-                is_remote=False,
-                trace_flags=otel_trace.TraceFlags(otel_trace.TraceFlags.SAMPLED),
+    def _parent_context(self, trace_id: str, parent_span_id: str | None, *, claim: bool) -> Any:
+        from opentelemetry import baggage
+        from opentelemetry import trace as otel_trace
+        from opentelemetry.context import Context
+
+        context: Any = Context()
+        if parent_span_id is not None:
+            parent = otel_trace.NonRecordingSpan(
+                otel_trace.SpanContext(
+                    trace_id=int(trace_id, 16),
+                    span_id=int(parent_span_id, 16),
+                    is_remote=False,
+                    trace_flags=otel_trace.TraceFlags(otel_trace.TraceFlags.SAMPLED),
+                )
             )
-        )
-        return otel_trace.set_span_in_context(ctx_span)
+            context = otel_trace.set_span_in_context(parent, context)
+        if claim:
+            # Not an app root: the trace's root is the turn span (or the caller's own root).
+            context = baggage.set_baggage(_LANGFUSE_TRACE_CLAIM, trace_id, context=context)
+        return context
 
     def _start_span(
         self,
@@ -596,39 +1073,25 @@ class LangfuseForwardingLogger(CustomLogger):
         span_id: str | None,
         parent_span_id: str | None,
         start_time: datetime,
+        claim: bool = True,
     ) -> Any:
-        tracer = self.client._otel_tracer
-        if parent_span_id is None:
-            # A root span: its trace id must be ours, so it is chosen like the span id.
-            from opentelemetry.context import Context
-
-            self._ids.choose(trace_id=trace_id, span_id=span_id)
-            return tracer.start_span(name, context=Context(), start_time=_ns(start_time))
-        self._ids.choose(span_id=span_id)
-        return tracer.start_span(
+        # The trace id of a span without a parent is chosen like its span id; a span with a
+        # parent takes the parent's.
+        self._ids.choose(trace_id=trace_id if parent_span_id is None else None, span_id=span_id)
+        return self.client._otel_tracer.start_span(
             name,
-            context=self._parent_context(trace_id, parent_span_id),
+            context=self._parent_context(trace_id, parent_span_id, claim=claim),
             start_time=_ns(start_time),
         )
 
-    def _trace_attributes(
-        self,
-        span: Any,
-        *,
-        session_id: str | None,
-        user_id: str | None,
-        tags: list[str],
-        name: str | None = None,
-    ) -> None:
+    @staticmethod
+    def _who(span: Any, *, session_id: str | None, user_id: str | None) -> None:
+        """Session and user: trace attributes, set identically on every span of a trace."""
         attrs: dict[str, Any] = {}
         if session_id:
             attrs["session.id"] = session_id
         if user_id:
             attrs["user.id"] = user_id
-        if tags:
-            attrs["langfuse.trace.tags"] = sorted(set(tags))
-        if name:
-            attrs["langfuse.trace.name"] = name
         if attrs and span.is_recording():
             span.set_attributes(attrs)
 
@@ -637,46 +1100,37 @@ class LangfuseForwardingLogger(CustomLogger):
 
         red, report = redact(record, self.policy)
         assert red.trace_id is not None
-        key = (red.session_id, red.turn_index)
-        turn = self._turns.get(key)
+        parent = red.parent_id
+        if parent is None and not red.caller_trace:  # a context from before parent ids
+            parent = turn_span_id(red.session_id, red.turn_index, red.trace_id)
+        turn = self._turn_for_child(
+            red.trace_id, parent, red.session_id, red.turn_index, red.user_id, red.caller_trace
+        )
         if turn is not None:
-            turn.kinds.add(red.kind)
-        parent = turn_span_id(red.session_id, red.turn_index)
+            turn.add_call(red)
+        caller = red.caller
         span = self._start_span(
-            f"llm.{red.kind}",
+            caller.generation_name or f"llm.{red.kind}",
             trace_id=red.trace_id,
             span_id=red.observation_id,
             parent_span_id=parent,
             start_time=red.start_time,
         )
-        self._trace_attributes(
-            span,
-            session_id=red.session_id,
-            user_id=red.user_id,
-            tags=[red.kind],
-            name=None,
-        )
-        usage = red.usage or {}
-        usage_details = {
-            "input": usage.get("prompt_tokens", 0),
-            "output": usage.get("completion_tokens", 0),
-            "total": usage.get("total_tokens", 0),
-        }
-        if usage.get("cache_read_tokens"):
-            usage_details["cache_read_input_tokens"] = usage["cache_read_tokens"]
-        if usage.get("cache_creation_tokens"):
-            usage_details["cache_creation_input_tokens"] = usage["cache_creation_tokens"]
+        if not red.caller_trace:
+            self._who(span, session_id=red.session_id, user_id=red.user_id)
         failed = red.error_type is not None or red.output is None
         metadata: dict[str, Any] = {
+            **{k: v for k, v in (red.metadata or {}).items() if k != "trace_metadata"},
             "kind": red.kind,
             "hf_event_id": red.event_id,
             "turn_index": red.turn_index,
             "stream": red.stream,
             "redaction": report.as_metadata(),
-            **(red.metadata or {}),
         }
         if red.error_type:
             metadata["error_type"] = red.error_type
+        if caller.tags and turn is None:
+            metadata["tags"] = list(caller.tags)  # no trace of ours to put them on
         gen_input: Any = list(red.messages)
         if red.tools:
             gen_input = {"messages": list(red.messages), "tools": list(red.tools)}
@@ -687,9 +1141,12 @@ class LangfuseForwardingLogger(CustomLogger):
             output=_wire_value(self.client, red.output),
             metadata=metadata,
             model=red.model,
+            version=caller.version,
             # These three only go through the SDK's serializer, as input and output do.
             model_parameters=_wire_value(self.client, red.model_parameters or None),
-            usage_details=_wire_value(self.client, usage_details) if not failed else None,
+            usage_details=_wire_value(self.client, langfuse_usage_details(red.usage))
+            if not failed
+            else None,
             cost_details=_wire_value(self.client, {"total": red.cost_usd})
             if red.cost_usd is not None
             else None,
@@ -697,6 +1154,10 @@ class LangfuseForwardingLogger(CustomLogger):
             level="ERROR" if failed else None,
             status_message=red.error_message if failed else None,
         )
+        if caller.prompt_name and span.is_recording():
+            span.set_attribute("langfuse.observation.prompt.name", caller.prompt_name)
+            if caller.prompt_version is not None:
+                span.set_attribute("langfuse.observation.prompt.version", caller.prompt_version)
         span.end(end_time=_ns(red.end_time))
         self.counts["generations"] += 1
 
@@ -706,77 +1167,226 @@ class LangfuseForwardingLogger(CustomLogger):
             return
         record = _span_record(event)
         red, report = redact(record, self.policy)
-        trace_id = red.trace_id or trace_id_for(event.session_id or "", event.turn_index or 0)
-        key = (event.session_id or "", event.turn_index or 0)
-        if event.event_type == "turn_start":
-            self._open_turn(key, red, trace_id)
+        ti = event.turn_index or 0
+        sid = event.session_id or ""
+        trace_id = red.trace_id or trace_id_for(sid, ti)
+        if event.event_type in _TURN_EVENTS:
+            span_id = red.observation_id or turn_span_id(sid, ti, trace_id)
+            turn = self._turn_for_event(event, red, trace_id, span_id)
+            if event.event_type == "turn_start":
+                self._start_turn(turn, red)
+            else:
+                self._complete_turn(turn, red, event)
             return
-        if event.event_type == "turn_complete":
-            self._close_turn(key, red, trace_id, event)
-            return
-        self._child_span(red, report, trace_id)
+        parent = event.langfuse_parent_id
+        if parent is None and not event.langfuse_caller_trace:
+            parent = turn_span_id(sid, ti, trace_id)
+        turn = self._turn_for_child(
+            trace_id, parent, red.session_id, ti, red.user_id, event.langfuse_caller_trace
+        )
+        if turn is not None:
+            turn.cover(red.start_time or red.timestamp, red.timestamp)
+        self._child_span(red, report, trace_id, parent, event.langfuse_caller_trace)
 
-    def _open_turn(self, key: tuple[str, int], red: SpanRecord, trace_id: str) -> None:
+    # -- turns (worker only) --
+
+    def _turn_for_child(
+        self,
+        trace_id: str,
+        parent_id: str | None,
+        session_id: str | None,
+        turn_index: int,
+        user_id: str | None,
+        caller_trace: bool,
+    ) -> _Turn | None:
+        """The open turn a child nests under: reopened if it already closed, created (known
+        from its children only) if the child came first. None: the parent is not a turn."""
+        if parent_id is None or parent_id != turn_span_id(session_id or "", turn_index, trace_id):
+            return None
+        key = (trace_id, parent_id)
+        turn = self._turns.get(key)
+        if turn is not None:
+            if not turn.started and not turn.ended:  # known from children only: idle timer
+                turn.close_at = time.monotonic() + _IMPLICIT_TURN_IDLE_S
+            return turn
+        turn = self._closed_turns.pop(key, None)
+        if turn is not None:
+            # A late child: the turn is sent again (same span id) to cover it.
+            self.counts["late_children"] += 1
+            turn.close_at = time.monotonic() + self.turn_grace_s
+        else:
+            turn = _Turn(
+                trace_id=trace_id,
+                span_id=parent_id,
+                parent_id=None,
+                caller_trace=caller_trace,
+                session_id=session_id,
+                user_id=user_id,
+                turn_index=turn_index,
+                close_at=time.monotonic() + _IMPLICIT_TURN_IDLE_S,
+            )
+        self._open(key, turn)
+        return turn
+
+    def _turn_for_event(self, event: Event, red: SpanRecord, trace_id: str, span_id: str) -> _Turn:
+        key = (trace_id, span_id)
+        turn = self._turns.get(key)
+        if turn is not None and event.event_type == "turn_start" and turn.ended:
+            # The same turn index started again (a caller that never advanced it): the
+            # finished turn goes out first; the new one reuses its ids.
+            self._close_turn(turn)
+            turn = None
+        if turn is None:
+            turn = self._closed_turns.pop(key, None)
+            if turn is not None and event.event_type == "turn_start":
+                turn = None
+        if turn is None:
+            turn = _Turn(
+                trace_id=trace_id,
+                span_id=span_id,
+                parent_id=event.langfuse_parent_id,
+                caller_trace=event.langfuse_caller_trace,
+                session_id=red.session_id,
+                user_id=red.user_id,
+                turn_index=event.turn_index or 0,
+            )
+        turn.parent_id = event.langfuse_parent_id
+        turn.caller_trace = event.langfuse_caller_trace
+        turn.user_id = red.user_id
+        self._open(key, turn)
+        return turn
+
+    def _open(self, key: tuple[str, str], turn: _Turn) -> None:
+        self._turns[key] = turn
+        while len(self._turns) > _MAX_OPEN_TURNS:
+            oldest = next(iter(self._turns.values()))
+            self.counts["turns_closed_early"] += 1
+            self._close_turn(oldest)
+
+    def _start_turn(self, turn: _Turn, red: SpanRecord) -> None:
+        turn.started = True
+        turn.close_at = None  # in progress until turn_complete
+        turn.input = red.input
+        turn.metadata["hf_event_id"] = red.event_id
+        turn.cover(red.timestamp)
+
+    def _complete_turn(self, turn: _Turn, red: SpanRecord, event: Event) -> None:
+        if not turn.started:
+            # turn_start was never seen (dropped, or forwarding started mid-turn): the start
+            # the duration implies.
+            with contextlib.suppress(Exception):
+                turn.cover(
+                    red.timestamp - timedelta(milliseconds=float(event.data.get("duration_ms", 0)))
+                )
+        ok = bool(event.data.get("ok", True))
+        turn.ended = True
+        turn.output = red.output
+        turn.metadata.update(red.metadata or {})
+        turn.level = None if ok else "WARNING"
+        turn.status_message = None if ok else "the turn ended without a final answer"
+        turn.cover(red.timestamp)
+        turn.close_at = time.monotonic() + self.turn_grace_s
+
+    def _next_turn_close(self) -> float | None:
+        """Seconds until the next open turn is due to close (None: none is)."""
+        due = [t.close_at for t in self._turns.values() if t.close_at is not None]
+        return (min(due) - time.monotonic()) if due else None
+
+    def _close_due_turns(self) -> None:
+        if not self._turns:
+            return
+        now = time.monotonic()
+        for turn in [t for t in self._turns.values() if t.close_at is not None]:
+            if turn.close_at is not None and turn.close_at <= now:
+                try:
+                    self._close_turn(turn)
+                except Exception as exc:
+                    guard.report("langfuse.worker.close_turn", exc)
+                    self.counts["internal_errors"] += 1
+
+    def _close_turns(self, *, final: bool) -> None:
+        """At a flush: every turn that ended or is known from its children only. At shutdown:
+        every turn, those still running marked as cut short."""
+        for turn in list(self._turns.values()):
+            if final or turn.ended or not turn.started:
+                if final and turn.started and not turn.ended:
+                    turn.level = "WARNING"
+                    turn.status_message = "the session ended mid-turn"
+                    turn.cover(datetime.now(UTC))
+                self._close_turn(turn)
+
+    def _close_turn(self, turn: _Turn) -> None:
         from langfuse import LangfuseSpan
 
-        stale = self._turns.pop(key, None)
-        if stale is not None:
-            stale.span.end()
+        key = (turn.trace_id, turn.span_id)
+        self._turns.pop(key, None)
+        turn.close_at = None
+        self._closed_turns[key] = turn
+        self._closed_turns.move_to_end(key)
+        while len(self._closed_turns) > _MAX_CLOSED_TURNS:
+            self._closed_turns.popitem(last=False)
+        start = turn.lo or datetime.now(UTC)
+        end = turn.hi or start
+        # Nested under a caller's LangFuse observation: the caller's root is the app root.
         span = self._start_span(
             "turn",
-            trace_id=trace_id,
-            span_id=turn_span_id(*key),
-            parent_span_id=None,
-            start_time=red.timestamp,
+            trace_id=turn.trace_id,
+            span_id=turn.span_id,
+            parent_span_id=turn.parent_id,
+            start_time=start,
+            claim=turn.caller_trace,
         )
-        self._trace_attributes(
-            span,
-            session_id=red.session_id,
-            user_id=red.user_id,
-            tags=[],
-            name=f"turn {key[1]}",
-        )
-        wrapper = LangfuseSpan(
+        if not turn.caller_trace:
+            self._trace_attributes(span, turn)
+        LangfuseSpan(
             otel_span=span,
             langfuse_client=self.client,
-            input=red.input,
-            metadata={"turn_index": key[1], "hf_event_id": red.event_id},
+            input=_wire_value(self.client, turn.input),
+            output=_wire_value(self.client, turn.output),
+            metadata={"turn_index": turn.turn_index, **turn.metadata},
+            version=turn.version,
+            level=turn.level,  # type: ignore[arg-type]
+            status_message=turn.status_message,
         )
-        self._turns[key] = _OpenTurn(span, wrapper)
+        span.end(end_time=_ns(end))
+        if turn.emitted:
+            self.counts["turns_resent"] += 1
+        else:
+            turn.emitted = True
+            self.counts["traces"] += 1
 
-    def _close_turn(
-        self, key: tuple[str, int], red: SpanRecord, trace_id: str, event: Event
+    def _trace_attributes(self, span: Any, turn: _Turn) -> None:
+        """The trace's attributes, written on the turn span only (LangFuse keeps the last value
+        written for a trace, in no particular span order)."""
+        if not span.is_recording():
+            return
+        from langfuse._client.attributes import _serialize_metadata_value
+
+        self._who(span, session_id=turn.session_id, user_id=turn.user_id)
+        attrs: dict[str, Any] = {
+            "langfuse.trace.name": turn.trace_name or self.trace_name,
+            "langfuse.trace.metadata.turn_index": _serialize_metadata_value(turn.turn_index),
+        }
+        tags = sorted(turn.kinds | turn.tags)
+        if tags:
+            attrs["langfuse.trace.tags"] = tags
+        for k, v in turn.trace_metadata.items():
+            if k != "turn_index":
+                attrs[f"langfuse.trace.metadata.{k}"] = _serialize_metadata_value(v)
+        span.set_attributes(attrs)
+
+    # -- children --
+
+    def _child_span(
+        self,
+        red: SpanRecord,
+        report: Any,
+        trace_id: str,
+        parent: str | None,
+        caller_trace: bool,
     ) -> None:
-        turn = self._turns.pop(key, None)
-        if turn is None:
-            # turn_start was never seen (dropped, or forwarding started mid-turn): open it now
-            # with the start time the duration implies.
-            start = red.timestamp
-            with contextlib.suppress(Exception):
-                from datetime import timedelta
-
-                start = red.timestamp - timedelta(
-                    milliseconds=float(event.data.get("duration_ms", 0))
-                )
-            self._open_turn(key, dataclasses.replace(red, timestamp=start), trace_id)
-            turn = self._turns.pop(key)
-        span = turn.span
-        ok = bool(event.data.get("ok", True))
-        turn.wrapper.update(
-            output=red.output,
-            metadata=dict(red.metadata or {}),
-            level=None if ok else "WARNING",
-            status_message=None if ok else "the turn ended without a final answer",
-        )
-        if turn.kinds and span.is_recording():
-            span.set_attribute("langfuse.trace.tags", sorted(turn.kinds))
-        span.end(end_time=_ns(red.timestamp))
-        self.counts["traces"] += 1
-
-    def _child_span(self, red: SpanRecord, report: Any, trace_id: str) -> None:
         from langfuse import LangfuseEvent, LangfuseSpan
 
-        parent = turn_span_id(red.session_id or "", red.turn_index or 0)
         is_span = red.start_time is not None
         span = self._start_span(
             red.name,
@@ -785,7 +1395,8 @@ class LangfuseForwardingLogger(CustomLogger):
             parent_span_id=parent,
             start_time=red.start_time or red.timestamp,
         )
-        self._trace_attributes(span, session_id=red.session_id, user_id=red.user_id, tags=[])
+        if not caller_trace:
+            self._who(span, session_id=red.session_id, user_id=red.user_id)
         if red.event_type == "session_end" and span.is_recording():
             # The session's rollup as metadata of its last trace (written once, by this span).
             span.set_attribute(
@@ -813,6 +1424,8 @@ class LangfuseForwardingLogger(CustomLogger):
         span.end(end_time=_ns(red.timestamp))
         self.counts["spans"] += 1
 
+    # -- feedback --
+
     def _forward_feedback(self, event: Event) -> None:
         trace_id = event.langfuse_trace_id or trace_id_for(
             event.session_id or "", event.turn_index or 0
@@ -827,27 +1440,44 @@ class LangfuseForwardingLogger(CustomLogger):
             comment=(event.payload or {}).get("comment"),
         )
         red, _ = redact(record, self.policy)
-        self.client.create_score(
-            trace_id=red.trace_id,
-            name=red.name,
-            value=red.value,
-            comment=red.comment,
-            data_type="NUMERIC",
-        )
-        self.counts["scores"] += 1
+        body: dict[str, Any] = {
+            # The id the feedback row holds, so the row names the score LangFuse stores (and a
+            # retried post updates the same score).
+            "id": event.langfuse_observation_id or score_id_for(event.event_id),
+            "traceId": red.trace_id,
+            "name": red.name,
+            "value": red.value,
+            "dataType": "NUMERIC",
+        }
+        if red.comment is not None:
+            body["comment"] = red.comment
+        if self.settings.environment:
+            body["environment"] = self.settings.environment
+        if not self._scores.submit(body):
+            with self._lock:
+                self.dropped["score_queue_full"] += 1
 
-    def _close_open_turns(self) -> None:
-        for key in list(self._turns):
-            turn = self._turns.pop(key)
-            with contextlib.suppress(Exception):
-                if turn.span.is_recording():
-                    turn.span.set_attributes(
-                        {
-                            "langfuse.observation.level": "WARNING",
-                            "langfuse.observation.status_message": "the session ended mid-turn",
-                        }
-                    )
-                turn.span.end()
+    def _on_score_result(self, outcome: str, status: int | None, text: str) -> None:
+        with self._lock:
+            if outcome == "accepted":
+                self.counts["scores"] += 1
+                return
+            self.dropped[f"score_{outcome}"] += 1
+            first = outcome not in self._warned
+            self._warned.add(outcome)
+        if first:
+            where = f"HTTP {status}" if status is not None else f"no answer ({text or 'error'})"
+            hint = ""
+            if status == 400:
+                hint = " (a server older than the score API this client speaks?)"
+            elif status in (401, 403):
+                hint = " (check LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY and the host's region)"
+            logger.warning(
+                "LangFuse did not accept a feedback score: %s%s; it is dropped (counted). "
+                "Further failures like this one are counted, not logged.",
+                where,
+                hint,
+            )
 
     # -- lifecycle --
 
@@ -872,9 +1502,14 @@ class LangfuseForwardingLogger(CustomLogger):
         return self.stats()
 
     def flush(self, timeout: float | None = None) -> bool:
+        """Deliver what is queued within ``timeout``: turns that ended (or are known from their
+        children only) close now, without waiting for their grace period."""
         budget = self.flush_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + budget
+        self._put("close_turns", "flush", control=True)
         if not self._drain(deadline):
+            return False
+        if not self._scores.drain(deadline):
             return False
         return self._bounded(
             lambda: self._provider.force_flush(int(max(0.0, deadline - time.monotonic()) * 1000)),
@@ -909,14 +1544,17 @@ class LangfuseForwardingLogger(CustomLogger):
             already = self.closed
         if already:
             return self.stats()
-        self._put("close_turns", None)
+        self._put("close_turns", "shutdown", control=True)
         drained = self._drain(deadline)
+        unsent = self._scores.close(deadline)
         with self._lock:
             self.closed = True
             left = len(self._queue)
             self._queue.clear()
             if left:
                 self.dropped["not_processed_at_shutdown"] += left
+            if unsent:
+                self.dropped["score_not_sent_at_shutdown"] += unsent
             self._lock.notify_all()
         self._hurry.set()
 
@@ -942,7 +1580,7 @@ class LangfuseForwardingLogger(CustomLogger):
                     self.dropped["not_exported_at_shutdown"] += len(pending[0])
         self._forget_client()
         report = self.stats()
-        report["completed_in_time"] = bool(drained and finished)
+        report["completed_in_time"] = bool(drained and finished and not unsent)
         total_dropped = sum(self.dropped.values())
         if total_dropped:
             logger.warning(
@@ -980,8 +1618,6 @@ class LangfuseForwardingLogger(CustomLogger):
 
 def _span_record(event: Event) -> SpanRecord:
     """A telemetry event as a SpanRecord: which payload goes where, under which policy field."""
-    from datetime import timedelta
-
     data = dict(event.data)
     payload = event.payload or {}
     t = event.event_type

@@ -19,6 +19,22 @@ from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
+class CallerContext:
+    """litellm's LangFuse metadata keys given on a call: names and labels that steer where and
+    under which names the generation is filed (secret-scrubbed, not content). The caller's
+    ``trace_metadata`` and other keys are content: they travel in ``CallRecord.metadata``."""
+
+    tags: tuple[str, ...] = ()
+    trace_name: str | None = None
+    generation_name: str | None = None
+    version: str | None = None
+    trace_version: str | None = None
+    # A LangFuse prompt (object or name + version) the generation is linked to.
+    prompt_name: str | None = None
+    prompt_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CallRecord:
     """One LLM call, as bound for a LangFuse generation."""
 
@@ -47,6 +63,11 @@ class CallRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     # A per-call redaction spec from the call's metadata: may only make the policy stricter.
     redact_override: str | None = None
+    # The observation the generation nests under (the turn's span or a caller's), and whether
+    # the trace is a caller's (its trace-level attributes are then left alone).
+    parent_id: str | None = None
+    caller_trace: bool = False
+    caller: CallerContext = field(default_factory=CallerContext)
 
 
 @dataclass(frozen=True, slots=True)
