@@ -19,8 +19,10 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -36,6 +38,19 @@ DEFAULT_CONFIG_FILE = "ml-intern.toml"
 DEFAULT_TELEMETRY_DIR = "telemetry"
 
 ObservabilityBackend = Literal["auto", "langfuse", "none"]
+
+
+def _http_url(value: str) -> str:
+    value = value.strip()
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL, e.g. http://localhost:4318/v1/traces")
+    return value
+
+
+# Part of the type (not a field validator) so a bad environment value is caught by the same
+# check as a bad argument, and warned about rather than raised.
+HttpUrlStr = Annotated[str, AfterValidator(_http_url)]
 
 
 class ConfigError(ValueError):
@@ -56,6 +71,14 @@ ENV_VARS: dict[str, str] = {
     "redact_hmac_key": "ML_INTERN_REDACT_HMAC_KEY",
     "flush_timeout_s": "ML_INTERN_FLUSH_TIMEOUT",
     "langfuse_queue_size": "ML_INTERN_LANGFUSE_QUEUE_SIZE",
+    "langfuse_trace_name": "ML_INTERN_LANGFUSE_TRACE_NAME",
+    "langfuse_nest_in_caller_trace": "ML_INTERN_LANGFUSE_NEST",
+    # The SDK's own names for its exporter batch settings (it reads them only when not given).
+    "langfuse_flush_at": "LANGFUSE_FLUSH_AT",
+    "langfuse_flush_interval_s": "LANGFUSE_FLUSH_INTERVAL",
+    # Not OTEL_EXPORTER_OTLP_TRACES_ENDPOINT itself: an application often points that at its
+    # own tracing backend, which would then receive the LangFuse keys and every trace.
+    "langfuse_traces_endpoint": "ML_INTERN_OTLP_TRACES_ENDPOINT",
     "context_token_budget": "ML_INTERN_CONTEXT_TOKEN_BUDGET",
     "max_steps": "ML_INTERN_MAX_STEPS",
 }
@@ -96,6 +119,28 @@ class AgentConfig(BaseModel):
     redact_hmac_key: SecretStr | None = None
     flush_timeout_s: float = Field(default=5.0, ge=0, le=600)
     langfuse_queue_size: int = Field(default=10_000, ge=1)
+    langfuse_trace_name: str = Field(
+        default="ml-intern turn",
+        min_length=1,
+        max_length=200,
+        description="the name of every turn's LangFuse trace (the turn index is in metadata)",
+    )
+    langfuse_nest_in_caller_trace: bool = Field(
+        default=True,
+        description="file a turn under the caller's active OpenTelemetry span or LangFuse "
+        "observation (its trace id wins) instead of a trace of its own",
+    )
+    langfuse_flush_at: int = Field(
+        default=64, ge=1, le=10_000, description="spans per OTLP export request"
+    )
+    langfuse_flush_interval_s: float = Field(
+        default=1.0, gt=0, le=600, description="longest wait before queued spans are exported"
+    )
+    langfuse_traces_endpoint: HttpUrlStr | None = Field(
+        default=None,
+        description="send spans to this OTLP/HTTP traces URL (e.g. a local OpenTelemetry "
+        "Collector) instead of $LANGFUSE_HOST/api/public/otel/v1/traces",
+    )
     context_token_budget: int = Field(default=6_000, ge=256)
     max_steps: int = Field(default=8, ge=1, le=100)
 

@@ -3,9 +3,9 @@
     ml-intern demo     [--telemetry-dir DIR] [--user-id ID]       the offline session
     ml-intern run TASK [--model M] [--user-id ID] ...              one task with a real model
     ml-intern events   summary|tail|show [--telemetry-dir DIR] [--json] [--trace-id ID]
-    ml-intern observability check|preview [--redact SPEC] [--file CALL.json]
+    ml-intern observability check [--ping] | preview [--redact SPEC] [--file CALL.json]
 
-Exit codes: 0 success, 1 the work failed, 2 bad usage or configuration.
+Exit codes: 0 success, 1 the work (or a ``check --ping``) failed, 2 bad usage or configuration.
 """
 
 from __future__ import annotations
@@ -115,6 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
     check = osub.add_parser("check", help="validate the settings; print destination and policy")
     _common(check)
     check.add_argument("--json", action="store_true")
+    check.add_argument(
+        "--ping",
+        action="store_true",
+        help="also make one authenticated request to the LangFuse host (offline without it)",
+    )
+    check.add_argument(
+        "--ping-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long --ping waits for each answer (default 5)",
+    )
     preview = osub.add_parser("preview", help="show exactly what would be sent for a call")
     _common(preview)
     preview.add_argument(
@@ -434,7 +446,7 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
 
 
 def cmd_observability(args: argparse.Namespace) -> int:
-    from agent.core.observability import build_policy, resolve_gate
+    from agent.core.observability import build_policy, resolve_gate, traces_endpoint
 
     config = _config(args)
     if args.obs_command == "check":
@@ -454,13 +466,20 @@ def cmd_observability(args: argparse.Namespace) -> int:
             out["destination"] = {
                 "host": s.host,
                 "host_from": s.host_var,
-                "otlp_endpoint": s.host + "/api/public/otel/v1/traces",
+                "otlp_endpoint": traces_endpoint(s, config),
                 "public_key": s.masked_public_key(),
                 "secret_key": "set (hidden)",
                 "environment": s.environment,
                 "release": s.release,
                 "sample_rate": s.sample_rate,
+                "trace_name": config.langfuse_trace_name,
+                "nest_in_caller_trace": config.langfuse_nest_in_caller_trace,
+                "flush_at": config.langfuse_flush_at,
+                "flush_interval_s": config.langfuse_flush_interval_s,
             }
+        ping = _ping(args, config, gate) if args.ping else None
+        if ping is not None:
+            out["ping"] = ping.as_dict()
         if args.json:
             print(json.dumps(out, indent=2))
         else:
@@ -476,6 +495,11 @@ def cmd_observability(args: argparse.Namespace) -> int:
             console.print("redaction policy:")
             for k, v in out["policy"].items():
                 console.print(f"  {k}: {v}")
+            if ping is not None:
+                state = "[green]OK[/green]" if ping.ok else f"[red]FAILED ({ping.problem})[/red]"
+                console.print(f"ping: {state} in {ping.elapsed_s:.2f}s: {ping.message}")
+        if ping is not None and not ping.ok:
+            return EXIT_FAIL
         return EXIT_OK
     # preview
     from agent.core.callbacks.preview import load_call_record, preview, sample_call_record
@@ -502,6 +526,25 @@ def cmd_observability(args: argparse.Namespace) -> int:
     console.print(t)
     console.print("report: " + json.dumps(result["report"], default=str))
     return EXIT_OK
+
+
+def _ping(args: argparse.Namespace, config: AgentConfig, gate: Any) -> Any:
+    """``check --ping``: one authenticated round trip. Settings that do not name a LangFuse
+    destination are a configuration error (exit 2), not a failed check."""
+    from agent.core.observability import ping_langfuse, traces_endpoint
+
+    if gate.settings is None:
+        raise UsageError(
+            f"--ping needs LangFuse settings: forwarding is off ({gate.reason}). Set "
+            "LANGFUSE_HOST, LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY"
+        )
+    if not args.ping_timeout > 0:
+        raise UsageError("--ping-timeout must be a positive number of seconds")
+    return ping_langfuse(
+        gate.settings,
+        traces_endpoint=traces_endpoint(gate.settings, config),
+        timeout=args.ping_timeout,
+    )
 
 
 def _scrubbed(text: str) -> str:

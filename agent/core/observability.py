@@ -210,6 +210,23 @@ def resolve_gate(config: AgentConfig, env: Mapping[str, str] | None = None) -> G
     return GateDecision(True, backend, settings=settings, reason="enabled", warnings=warnings)
 
 
+def forwarder_options(config: AgentConfig) -> tuple[tuple[str, Any], ...]:
+    """The forwarder's settings from the config, as (keyword, value) pairs (hashable: they are
+    part of the key that decides whether a setup reuses the running forwarder)."""
+    return (
+        ("flush_at", config.langfuse_flush_at),
+        ("flush_interval_s", config.langfuse_flush_interval_s),
+        ("traces_endpoint", config.langfuse_traces_endpoint),
+        ("trace_name", config.langfuse_trace_name),
+        ("nest_in_caller_trace", config.langfuse_nest_in_caller_trace),
+    )
+
+
+def traces_endpoint(settings: LangfuseSettings, config: AgentConfig) -> str:
+    """Where spans go: the configured OTLP endpoint (a local Collector), else LangFuse's."""
+    return config.langfuse_traces_endpoint or settings.host + "/api/public/otel/v1/traces"
+
+
 # -- the process-wide forwarder (one LangFuse client per process) --
 
 _forwarder_lock = threading.Lock()
@@ -222,7 +239,8 @@ def _acquire_forwarder(settings: LangfuseSettings, config: AgentConfig, policy: 
     global _forwarder, _forwarder_key, _forwarder_users
     from agent.core.callbacks.langfuse import LangfuseForwardingLogger, register
 
-    key = (settings, config.flush_timeout_s, config.langfuse_queue_size, policy)
+    options = forwarder_options(config)
+    key = (settings, config.flush_timeout_s, config.langfuse_queue_size, policy, options)
     with _forwarder_lock:
         if _forwarder is not None and _forwarder_key == key and not _forwarder.closed:
             _forwarder_users += 1
@@ -235,6 +253,7 @@ def _acquire_forwarder(settings: LangfuseSettings, config: AgentConfig, policy: 
             policy=policy,
             queue_size=config.langfuse_queue_size,
             flush_timeout_s=config.flush_timeout_s,
+            **dict(options),
         )
         _forwarder_key = key
         _forwarder_users = 1
@@ -406,3 +425,209 @@ def build_policy(config: AgentConfig) -> Any:
         return RedactionPolicy.from_spec(config.redact, hmac_key=key)
     except RedactionSpecError as exc:
         raise ConfigError(f"redact: {exc}") from exc
+
+
+# -- observability check --ping: one authenticated round trip --
+
+CLOUD_REGIONS: dict[str, str] = {
+    "EU": "https://cloud.langfuse.com",
+    "US": "https://us.cloud.langfuse.com",
+    "Japan": "https://jp.cloud.langfuse.com",
+    "HIPAA": "https://hipaa.cloud.langfuse.com",
+}
+PROJECTS_PATH = "/api/public/projects"
+
+
+@dataclass
+class PingResult:
+    """What ``ping_langfuse`` found. ``problem`` names the failure (None on success): ``dns``,
+    ``refused``, ``tls``, ``timeout``, ``connection``, ``unauthorized``, ``forbidden``,
+    ``not_langfuse``, ``no_project``, ``http_error``, ``no_otlp``."""
+
+    ok: bool
+    message: str
+    problem: str | None = None
+    status: int | None = None
+    project: str | None = None
+    elapsed_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "problem": self.problem,
+            "status": self.status,
+            "project": self.project,
+            "message": self.message,
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+
+
+def _network_problem(exc: BaseException, where: str, timeout: float) -> PingResult:
+    """Name a failed connection: DNS, refused, TLS, timeout, or another network error."""
+    import socket
+    import ssl
+
+    import httpx
+
+    host = urlsplit(where).hostname or where
+    if isinstance(exc, httpx.TimeoutException):
+        return PingResult(
+            False,
+            f"no answer from {where} within {timeout:g}s (a firewall dropping packets, a proxy "
+            "needed, or a host that accepts connections and never answers)",
+            "timeout",
+        )
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    text = " ".join(str(e) for e in chain).lower()
+    if any(isinstance(e, socket.gaierror) for e in chain) or "name or service not known" in text:
+        return PingResult(
+            False, f"cannot resolve the host name {host!r} (DNS): is the URL right?", "dns"
+        )
+    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in text:
+        return PingResult(
+            False, f"connection refused by {host}: nothing listens on that port", "refused"
+        )
+    if any(isinstance(e, ssl.SSLError) for e in chain) or "certificate" in text:
+        return PingResult(
+            False,
+            f"TLS handshake with {host} failed ({type(chain[-1]).__name__}): a certificate the "
+            "system does not trust, a TLS-intercepting proxy, or https:// to a plain-http port",
+            "tls",
+        )
+    return PingResult(False, f"cannot reach {where}: {type(exc).__name__}: {exc}", "connection")
+
+
+def _unauthorized_message(host: str) -> str:
+    others = [f"{name} {url}" for name, url in CLOUD_REGIONS.items() if url != host.rstrip("/")]
+    where = "this region" if host.rstrip("/") in CLOUD_REGIONS.values() else "this server"
+    return (
+        f"401 Unauthorized: {host} rejected the keys. Check LANGFUSE_PUBLIC_KEY and "
+        f"LANGFUSE_SECRET_KEY (a pair from one project). Keys only work in the LangFuse Cloud "
+        f"region or server that issued them: if they are not from {where}, set LANGFUSE_HOST "
+        f"to the one that did ({', '.join(others)}, or your self-hosted URL)."
+    )
+
+
+def ping_langfuse(
+    settings: LangfuseSettings,
+    *,
+    traces_endpoint: str | None = None,
+    timeout: float = 5.0,
+    transport: Any = None,
+) -> PingResult:
+    """One authenticated round trip to the LangFuse host (``GET /api/public/projects`` with the
+    keys, as the SDK's ``auth_check`` does) and a check that the OTLP traces endpoint exists
+    (a ``GET``, which sends no data: a LangFuse server older than 3.22, or a wrong path,
+    answers 404). Never raises for network conditions; never puts the secret key in a message.
+    """
+    import httpx
+
+    started = time.monotonic()
+    endpoint = traces_endpoint or settings.host + "/api/public/otel/v1/traces"
+    auth = httpx.BasicAuth(settings.public_key, settings.secret_key)
+
+    def done(result: PingResult) -> PingResult:
+        result.elapsed_s = time.monotonic() - started
+        result.message = result.message.replace(settings.secret_key, "[secret key]")
+        return result
+
+    with httpx.Client(
+        timeout=httpx.Timeout(timeout),
+        trust_env=False,
+        follow_redirects=False,
+        transport=transport,
+    ) as client:
+        url = settings.host + PROJECTS_PATH
+        try:
+            response = client.get(url, auth=auth, headers={"Accept": "application/json"})
+        except httpx.HTTPError as exc:
+            return done(_network_problem(exc, settings.host, timeout))
+        status = response.status_code
+        if status == 401:
+            return done(
+                PingResult(False, _unauthorized_message(settings.host), "unauthorized", 401)
+            )
+        if status == 403:
+            return done(
+                PingResult(
+                    False,
+                    f"403 Forbidden: {settings.host} knows the keys but refuses this request (a "
+                    "key without API access, an organisation-level key, or a proxy or WAF in "
+                    "front of LangFuse)",
+                    "forbidden",
+                    403,
+                )
+            )
+        if 300 <= status < 400:
+            location = response.headers.get("location", "elsewhere")
+            return done(
+                PingResult(
+                    False,
+                    f"{settings.host} redirects (HTTP {status}) to {location}: set "
+                    "LANGFUSE_HOST to the URL LangFuse is served at",
+                    "not_langfuse",
+                    status,
+                )
+            )
+        if status == 404:
+            return done(
+                PingResult(
+                    False,
+                    f"HTTP {status} for {PROJECTS_PATH}: {settings.host} is not a LangFuse API "
+                    "(a wrong host or path prefix?)",
+                    "not_langfuse",
+                    status,
+                )
+            )
+        if not 200 <= status < 300:
+            return done(
+                PingResult(False, f"{settings.host} answered HTTP {status}", "http_error", status)
+            )
+        try:
+            projects = response.json().get("data")
+            names = [str(p.get("name") or p.get("id")) for p in projects]
+        except Exception:
+            return done(
+                PingResult(
+                    False,
+                    f"{settings.host} answered HTTP {status} but not as LangFuse does (no JSON "
+                    "project list): a wrong host, or a login page in front of it?",
+                    "not_langfuse",
+                    status,
+                )
+            )
+        if not names:
+            return done(
+                PingResult(False, "the keys are valid but belong to no project", "no_project")
+            )
+        try:
+            probe = client.get(endpoint, auth=auth)
+        except httpx.HTTPError as exc:
+            result = _network_problem(exc, endpoint, timeout)
+            result.message = f"the keys work, but the OTLP endpoint does not: {result.message}"
+            result.project = names[0]
+            return done(result)
+        if probe.status_code == 404:
+            return done(
+                PingResult(
+                    False,
+                    f"the keys work (project {names[0]!r}), but {endpoint} answered 404: a "
+                    "LangFuse server older than 3.22 has no OTLP endpoint (upgrade it), or the "
+                    "traces endpoint override is wrong",
+                    "no_otlp",
+                    404,
+                    names[0],
+                )
+            )
+    return done(
+        PingResult(
+            True,
+            f"authenticated to project {names[0]!r}; OTLP endpoint {endpoint} is there",
+            project=names[0],
+            status=status,
+        )
+    )
