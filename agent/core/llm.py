@@ -177,13 +177,15 @@ def _ms(started: float) -> float:
     return (time.monotonic() - started) * 1000.0
 
 
-# -- litellm's async callbacks --
+# -- litellm's callbacks --
 #
 # litellm runs async success/failure callbacks (our LangFuse forwarder's included) from a
-# logging queue on the caller's event loop. A program that leaves its loop right after its last
-# call (``asyncio.run(main())``) would strand those callbacks. Await ``adrain_callbacks()``
-# before leaving the loop, or call ``drain_callbacks()`` from plain code afterwards;
-# ``Observability.flush`` / ``shutdown`` do the latter.
+# logging queue on the caller's event loop, and sync ones (for ``complete_sync``) on a thread
+# pool, both after the call returned. A program that leaves its loop right after its last
+# call (``asyncio.run(main())``) would strand the former; one that shuts down right after a
+# sync call would race the latter. Await ``adrain_callbacks()`` before leaving the loop, or
+# call ``drain_callbacks()`` from plain code afterwards; ``Observability.flush`` / ``shutdown``
+# do the latter.
 
 
 def _logging_worker() -> Any:
@@ -194,23 +196,48 @@ def _logging_worker() -> Any:
     return GLOBAL_LOGGING_WORKER
 
 
-def pending_callbacks() -> int:
-    worker = _logging_worker()
+def _sync_pending() -> int:
+    """Sync success/failure callbacks litellm submitted to its logging thread pool and has not
+    finished (a ``complete_sync`` call's callbacks run there, after the call returned)."""
     try:
-        return int(worker.pending_count) if worker is not None else 0
-    except Exception:
+        from litellm.litellm_core_utils.thread_pool_executor import executor
+
+        # Private: the executor's bound on queued-plus-running tasks, as a semaphore.
+        return max(0, int(executor._max_pending_tasks) - int(executor._pending_slots._value))
+    except Exception:  # pragma: no cover - another litellm version: nothing to wait for
         return 0
 
 
-async def adrain_callbacks(timeout: float = 5.0) -> bool:
-    """Wait (at most ``timeout`` s) until litellm has run every queued async callback."""
+def pending_callbacks() -> int:
     worker = _logging_worker()
-    if worker is None or pending_callbacks() == 0:
-        return True
     try:
-        await asyncio.wait_for(worker.flush(), timeout)
+        queued = int(worker.pending_count) if worker is not None else 0
+    except Exception:
+        queued = 0
+    return queued + _sync_pending()
+
+
+async def adrain_callbacks(timeout: float = 5.0) -> bool:
+    """Wait (at most ``timeout`` s) until litellm has run every queued callback."""
+    deadline = time.monotonic() + timeout
+    worker = _logging_worker()
+    try:
+        if worker is not None and int(worker.pending_count):
+            await asyncio.wait_for(worker.flush(), timeout)
     except Exception:
         return False
+    while _sync_pending():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.005)
+    return True
+
+
+def _wait_sync(deadline: float) -> bool:
+    while _sync_pending():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
     return True
 
 
@@ -221,6 +248,7 @@ def drain_callbacks(timeout: float = 5.0) -> bool:
     is blocked by this very call, so the queued callbacks are run on a private loop in a helper
     thread; litellm's logging worker carries its queue over to whichever loop flushes it.
     """
+    deadline = time.monotonic() + timeout
     if pending_callbacks() == 0:
         return True
     try:
@@ -245,4 +273,4 @@ def drain_callbacks(timeout: float = 5.0) -> bool:
     thread = threading.Thread(target=run, name="litellm-callback-drain", daemon=True)
     thread.start()
     thread.join(timeout + 0.5)
-    return bool(result and result[0])
+    return bool(result and result[0]) and _wait_sync(deadline)
