@@ -39,7 +39,14 @@ class Linker:
         self.sampled = sampled
         self.n = 0
 
-    def link(self, session_id: str, turn_index: int) -> TraceLink:
+    def link(
+        self,
+        session_id: str,
+        turn_index: int,
+        event_type: str | None = None,
+        *,
+        caller_trace: tuple[str, str | None] | None = None,
+    ) -> TraceLink:
         self.n += 1
         return TraceLink(f"{self.n:032x}", f"{self.n:016x}", self.sampled)
 

@@ -27,6 +27,7 @@ LINKED_ROWS = frozenset(
         "sandbox_create",
         "sandbox_destroy",
         "feedback",
+        "session_end",
     }
 )
 APP_ROOT = "langfuse.internal.is_app_root"

@@ -1397,8 +1397,9 @@ class LangfuseForwardingLogger(CustomLogger):
         )
         if not caller_trace:
             self._who(span, session_id=red.session_id, user_id=red.user_id)
-        if red.event_type == "session_end" and span.is_recording():
-            # The session's rollup as metadata of its last trace (written once, by this span).
+        if red.event_type == "session_end" and not caller_trace and span.is_recording():
+            # The session's rollup as metadata of its last trace (written once, by this span;
+            # a caller's trace keeps its own metadata: the rollup is this event's metadata).
             span.set_attribute(
                 "langfuse.trace.metadata.session_usage",
                 json.dumps(red.metadata, default=str, separators=(",", ":")),
