@@ -198,3 +198,24 @@ def test_scores_to_a_dead_host_are_counted_as_dropped_within_the_bound(
     assert report.get("scores", 0) == 0
     dropped = report["dropped"]
     assert dropped.get("score_unreachable", 0) + dropped.get("score_not_sent_at_shutdown", 0) == 1
+
+
+def test_a_call_long_before_the_turn_starts_stays_inside_it(
+    fake: FakeLangfuse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agent.core.callbacks.langfuse as lf
+
+    # A restored session: the restore call comes first, the user's message much later (past
+    # the idle close of a turn known from its calls only).
+    monkeypatch.setattr(lf, "_IMPLICIT_TURN_IDLE_S", 0.05)
+    obs, sink = _obs(tmp_path, langfuse_flush_interval_s=0.05)
+    session = Session(user_id="u", observability=obs)
+    _call(session, kind="restore")
+    assert fake.wait_for_spans(2, timeout=5)  # the call, and its turn closed on its own
+    _turn(session)
+    obs.shutdown(10)
+    spans = _check(fake, sink)
+    restore = next(s for s in spans if s["name"] == "llm.restore")
+    turn = [s for s in spans if s["name"] == "turn"][-1]  # the last version sent wins
+    assert restore["parent_span_id"] == turn["span_id"]
+    assert turn["start_time_ns"] <= restore["start_time_ns"]

@@ -123,6 +123,15 @@ def test_refused(capsys, monkeypatch, tmp_path, keys) -> None:
     assert "FAILED (refused)" in out and "connection refused" in out
 
 
+def test_tls_to_a_plain_http_port(capsys, monkeypatch, tmp_path, keys) -> None:
+    with FakeLangfuse() as fake:
+        code, out = check(
+            capsys, monkeypatch, tmp_path, fake.url.replace("http://", "https://"), "--ping"
+        )
+    assert code == 1
+    assert "FAILED (tls)" in out and "TLS handshake" in out
+
+
 def test_silent_host_times_out_within_its_bound(capsys, monkeypatch, tmp_path, keys) -> None:
     with FakeLangfuse(mode="hang") as fake:
         started = time.monotonic()

@@ -1237,8 +1237,10 @@ class LangfuseForwardingLogger(CustomLogger):
             self._close_turn(turn)
             turn = None
         if turn is None:
+            # A turn closed while known from its children only (a restore call long before the
+            # user's first message) is the same turn: reopened, so its span still covers them.
             turn = self._closed_turns.pop(key, None)
-            if turn is not None and event.event_type == "turn_start":
+            if turn is not None and event.event_type == "turn_start" and turn.ended:
                 turn = None
         if turn is None:
             turn = _Turn(
