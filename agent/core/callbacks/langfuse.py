@@ -1472,7 +1472,7 @@ class LangfuseForwardingLogger(CustomLogger):
             where = f"HTTP {status}" if status is not None else f"no answer ({text or 'error'})"
             hint = ""
             if status == 400:
-                hint = " (a server older than the score API this client speaks?)"
+                hint = f" (the server found the score invalid: {scrub(text)[:200]!r})"
             elif status in (401, 403):
                 hint = " (check LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY and the host's region)"
             logger.warning(
