@@ -59,7 +59,8 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from agent.core import guard
 from agent.core.callbacks.otlp_httpx import HttpxOTLPSpanExporter
 from agent.core.callbacks.record import CallerContext, CallRecord, ScoreRecord, SpanRecord
-from agent.core.callbacks.redaction import RedactionPolicy, redact
+from agent.core.callbacks.redaction import RedactionPolicy, RedactionReport, redact
+from agent.core.encodable import encodable, id_bytes
 from agent.core.redact import scrub
 from agent.core.session import Event, TraceLink
 from agent.core.telemetry import METADATA_KEY, CallContext, usage_fields
@@ -138,8 +139,12 @@ CALLER_STEERING_KEYS = frozenset(
 
 
 def trace_id_for(session_id: str, turn_index: int) -> str:
-    """``Langfuse.create_trace_id(seed=f"{session_id}:{turn_index}")``, without the import."""
-    return hashlib.sha256(f"{session_id}:{turn_index}".encode()).digest()[:16].hex()
+    """``Langfuse.create_trace_id(seed=f"{session_id}:{turn_index}")``, without the import.
+
+    An id holding a lone surrogate (which the SDK cannot hash) is hashed with its surrogates
+    passed through (``encodable.id_bytes``): same id as the SDK's for every other string.
+    """
+    return hashlib.sha256(id_bytes(f"{session_id}:{turn_index}")).digest()[:16].hex()
 
 
 def turn_span_id(session_id: str, turn_index: int, trace_id: str | None = None) -> str:
@@ -150,12 +155,12 @@ def turn_span_id(session_id: str, turn_index: int, trace_id: str | None = None) 
     seed = f"{session_id}:{turn_index}:turn"
     if trace_id is not None and trace_id != trace_id_for(session_id, turn_index):
         seed += f":{trace_id}"
-    return hashlib.sha256(seed.encode()).digest()[:8].hex()
+    return hashlib.sha256(id_bytes(seed)).digest()[:8].hex()
 
 
 def score_id_for(event_id: str) -> str:
     """A score id for a feedback event that was not linked (built by hand, not by telemetry)."""
-    return hashlib.sha256(f"{event_id}:score".encode()).digest()[:8].hex()
+    return hashlib.sha256(id_bytes(f"{event_id}:score")).digest()[:8].hex()
 
 
 def _ns(dt: datetime) -> int:
@@ -1095,10 +1100,20 @@ class LangfuseForwardingLogger(CustomLogger):
         if attrs and span.is_recording():
             span.set_attributes(attrs)
 
+    def _redact(self, record: Any) -> tuple[Any, RedactionReport]:
+        """The policy's copy of ``record``, then every string made encodable: a lone surrogate
+        (a non-UTF-8 file name in a tool error ...) would make the whole export batch fail."""
+        red, report = redact(record, self.policy)
+        red, replaced = encodable(red)
+        if replaced:
+            report.unencodable += replaced
+            self.counts["unencodable_replaced"] += replaced
+        return red, report
+
     def _forward_call(self, record: CallRecord) -> None:
         from langfuse import LangfuseGeneration
 
-        red, report = redact(record, self.policy)
+        red, report = self._redact(record)
         assert red.trace_id is not None
         parent = red.parent_id
         if parent is None and not red.caller_trace:  # a context from before parent ids
@@ -1166,7 +1181,7 @@ class LangfuseForwardingLogger(CustomLogger):
             self._forward_feedback(event)
             return
         record = _span_record(event)
-        red, report = redact(record, self.policy)
+        red, report = self._redact(record)
         ti = event.turn_index or 0
         sid = event.session_id or ""
         trace_id = red.trace_id or trace_id_for(sid, ti)
@@ -1413,7 +1428,12 @@ class LangfuseForwardingLogger(CustomLogger):
             "hf_event_id": red.event_id,
         }
         redaction = report.as_metadata()
-        if redaction.get("fields") or redaction.get("secrets") or redaction.get("failures"):
+        if (
+            redaction.get("fields")
+            or redaction.get("secrets")
+            or redaction.get("failures")
+            or redaction.get("unencodable")
+        ):
             metadata["redaction"] = redaction
         cls(
             otel_span=span,
@@ -1442,7 +1462,7 @@ class LangfuseForwardingLogger(CustomLogger):
             user_id=event.user_id,
             comment=(event.payload or {}).get("comment"),
         )
-        red, _ = redact(record, self.policy)
+        red, _ = self._redact(record)
         body: dict[str, Any] = {
             # The id the feedback row holds, so the row names the score LangFuse stores (and a
             # retried post updates the same score).

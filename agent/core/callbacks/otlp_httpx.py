@@ -17,7 +17,8 @@ Contract:
   the server's ``Retry-After`` (seconds or HTTP-date) capped at ``max_retry_after``. 401/403 are
   not retried and warn once per exporter, naming LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY.
   413 splits the batch in halves, recursively; a span too large on its own is dropped. Any other
-  answer is dropped without retry and warned once per status.
+  answer is dropped without retry and warned once per status. A span that cannot be encoded
+  (a lone surrogate in an attribute ...) is dropped alone; the rest of its batch is sent.
 - Every dropped span is counted in ``stats()["dropped_by_reason"]`` (reasons: ``auth``,
   ``too_large``, ``retries_exhausted``, ``aborted``, ``shutdown``, ``http_<status>``,
   ``encode_error``, ``internal_error``) and reported to ``on_drop(count, reason)``, whose own
@@ -344,6 +345,11 @@ class OTLPEncoder:
             return encode_spans(spans).SerializeToString()
         try:
             body = self._encode(spans)
+        except UnicodeEncodeError:
+            # A string UTF-8 cannot carry (a lone surrogate). encode_spans would silently drop
+            # that attribute (logging a traceback) or raise, depending on where it sits: let the
+            # exporter find the span and drop and count it instead.
+            raise
         except Exception:
             return encode_spans(spans).SerializeToString()
         if self._fast is None:
@@ -601,20 +607,16 @@ class HttpxOTLPSpanExporter(SpanExporter):
 
     def _send(self, spans: list[ReadableSpan]) -> bool:
         """Deliver ``spans``, splitting on 413. True when every span was accepted."""
+        all_encodable = True
         try:
             body = self._encoder.encode(spans)
         except Exception as exc:
-            # A span the encoder cannot handle: drop the batch, keep the exporter alive.
-            self._note_error(f"encode error: {type(exc).__name__}")
-            self._warn_once(
-                f"encode:{type(exc).__name__}",
-                "Could not encode %d span(s) as OTLP protobuf; dropped: %s: %s",
-                len(spans),
-                type(exc).__name__,
-                self._scrub(str(exc)),
-            )
-            self._drop(len(spans), "encode_error")
-            return False
+            # One span the encoder cannot handle must cost only itself: find it, drop and count
+            # it, and send the others.
+            spans, encoded = self._encodable_only(spans, exc)
+            if encoded is None:
+                return False
+            body, all_encodable = encoded, False
         payload = (
             gzip.compress(body, compresslevel=6, mtime=0) if self._compression == "gzip" else body
         )
@@ -623,7 +625,7 @@ class HttpxOTLPSpanExporter(SpanExporter):
         if outcome == "ok":
             with self._lock:
                 self._exported_spans += len(spans)
-            return True
+            return all_encodable
         if outcome == "too_large":
             if len(spans) > 1:
                 middle = len(spans) // 2
@@ -640,6 +642,41 @@ class HttpxOTLPSpanExporter(SpanExporter):
             outcome = "too_large"
         self._drop(len(spans), outcome)
         return False
+
+    def _encodable_only(
+        self, spans: list[ReadableSpan], exc: Exception
+    ) -> tuple[list[ReadableSpan], bytes | None]:
+        """The spans that encode on their own and the encoded batch of them (None when none
+        does). Each span that does not is dropped and counted as ``encode_error``."""
+        good: list[ReadableSpan] = []
+        bad = 0
+        for span in spans:
+            try:
+                self._encoder.encode([span])
+            except Exception:
+                bad += 1
+            else:
+                good.append(span)
+        # The exception's text may quote the attribute value: name its type and the count only.
+        self._note_error(f"encode error: {type(exc).__name__}")
+        self._warn_once(
+            f"encode:{type(exc).__name__}",
+            "Could not encode %d of %d span(s) as OTLP protobuf (%s); those were dropped and "
+            "counted, the others sent. Further encode errors are counted in stats(), not logged.",
+            bad or len(spans),
+            len(spans),
+            type(exc).__name__,
+        )
+        if not good or not bad:
+            # Nothing encodes, or each span does alone but not together: drop the batch.
+            self._drop(len(spans), "encode_error")
+            return [], None
+        self._drop(bad, "encode_error")
+        try:
+            return good, self._encoder.encode(good)
+        except Exception:
+            self._drop(len(good), "encode_error")
+            return [], None
 
     def _post_with_retries(self, payload: bytes) -> str:
         """``"ok"``, ``"too_large"``, or the drop reason after retries (warned once per cause)."""

@@ -537,15 +537,20 @@ class RedactionReport:
     failures: int = 0
     # the per-call override applied (or a note that it was malformed)
     override: str | None = None
+    # code points no serializer can take (lone surrogates) replaced by U+FFFD after redaction
+    unencodable: int = 0
 
     def as_metadata(self) -> dict[str, Any]:
         """JSON-serialisable; attached to each LangFuse generation as metadata ``redaction``."""
-        return {
+        out: dict[str, Any] = {
             "fields": dict(sorted(self.fields.items())),
             "secrets": dict(sorted(self.secrets.items())),
             "failures": int(self.failures),
             "override": self.override,
         }
+        if self.unencodable:
+            out["unencodable"] = int(self.unencodable)
+        return out
 
 
 # -- the walk -----------------------------------------------------------------------------------
