@@ -28,6 +28,8 @@ __all__ = [
     "complete_sync",
     "drain_callbacks",
     "model_problem",
+    "pending_callbacks",
+    "pending_sync_callbacks",
 ]
 
 ChunkCallback = Callable[[Any], None]
@@ -177,15 +179,21 @@ def _ms(started: float) -> float:
     return (time.monotonic() - started) * 1000.0
 
 
-# -- litellm's callbacks --
+# -- litellm's callbacks: the async logging worker and the sync thread pool --
 #
-# litellm runs async success/failure callbacks (our LangFuse forwarder's included) from a
-# logging queue on the caller's event loop, and sync ones (for ``complete_sync``) on a thread
-# pool, both after the call returned. A program that leaves its loop right after its last
-# call (``asyncio.run(main())``) would strand the former; one that shuts down right after a
-# sync call would race the latter. Await ``adrain_callbacks()`` before leaving the loop, or
-# call ``drain_callbacks()`` from plain code afterwards; ``Observability.flush`` / ``shutdown``
-# do the latter.
+# litellm runs callbacks in two places. Async success/failure callbacks (our LangFuse
+# forwarder's included) run from a logging queue on the caller's event loop; a program that
+# leaves its loop right after its last call (``asyncio.run(main())``) would strand them. Sync
+# callbacks of a sync call (``complete_sync``) run on litellm's own thread pool, submitted just
+# before ``litellm.completion`` returns: with a long history the pool needs a while to build its
+# logging payload, so a program that shuts telemetry down right after its last call would close
+# the forwarder before the call reaches it. Await ``adrain_callbacks()`` before leaving the
+# loop, or call ``drain_callbacks()`` from plain code; ``Observability.flush`` / ``shutdown`` do
+# the latter. Both wait for the worker's queue and for the pool's queued and running tasks.
+
+# How often the pool's backlog is looked at while waiting for it (the pool has no condition to
+# wait on; the common case, an idle pool, returns at once).
+_POOL_POLL_S = 0.005
 
 
 def _logging_worker() -> Any:
@@ -196,48 +204,61 @@ def _logging_worker() -> Any:
     return GLOBAL_LOGGING_WORKER
 
 
-def _sync_pending() -> int:
-    """Sync success/failure callbacks litellm submitted to its logging thread pool and has not
-    finished (a ``complete_sync`` call's callbacks run there, after the call returned)."""
+def pending_callbacks() -> int:
+    """Async callbacks litellm has queued and not run yet."""
+    worker = _logging_worker()
     try:
-        from litellm.litellm_core_utils.thread_pool_executor import executor
-
-        # Private: the executor's bound on queued-plus-running tasks, as a semaphore.
-        return max(0, int(executor._max_pending_tasks) - int(executor._pending_slots._value))
-    except Exception:  # pragma: no cover - another litellm version: nothing to wait for
+        return int(worker.pending_count) if worker is not None else 0
+    except Exception:
         return 0
 
 
-def pending_callbacks() -> int:
-    worker = _logging_worker()
+def pending_sync_callbacks() -> int:
+    """Tasks litellm's sync logging thread pool has queued or is running (0 when unknown).
+
+    Private state of litellm 1.110 (``BoundedLoggingThreadPoolExecutor``: a semaphore with one
+    slot per queued-or-running task). If it moves, this warns once naming what is lost.
+    """
     try:
-        queued = int(worker.pending_count) if worker is not None else 0
-    except Exception:
-        queued = 0
-    return queued + _sync_pending()
+        from litellm.litellm_core_utils.thread_pool_executor import executor
+
+        return int(executor._max_pending_tasks - executor._pending_slots._value)
+    except Exception as exc:
+        from agent.core import guard
+
+        guard.warn_once(
+            "litellm-sync-pool",
+            "cannot see litellm's sync callback thread pool (%s: %s): flush and shutdown no "
+            "longer wait for the callbacks of the last sync calls, which may then be lost",
+            type(exc).__name__,
+            exc,
+        )
+        return 0
 
 
 async def adrain_callbacks(timeout: float = 5.0) -> bool:
-    """Wait (at most ``timeout`` s) until litellm has run every queued callback."""
+    """Wait (at most ``timeout`` s) until litellm has run every queued async callback and its
+    sync pool is idle. False on timeout."""
     deadline = time.monotonic() + timeout
     worker = _logging_worker()
-    try:
-        if worker is not None and int(worker.pending_count):
+    ok = True
+    if worker is not None and pending_callbacks() > 0:
+        try:
             await asyncio.wait_for(worker.flush(), timeout)
-    except Exception:
-        return False
-    while _sync_pending():
+        except Exception:
+            ok = False
+    while pending_sync_callbacks() > 0:
         if time.monotonic() >= deadline:
             return False
-        await asyncio.sleep(0.005)
-    return True
+        await asyncio.sleep(_POOL_POLL_S)
+    return ok
 
 
-def _wait_sync(deadline: float) -> bool:
-    while _sync_pending():
+def _wait_sync_pool(deadline: float) -> bool:
+    while pending_sync_callbacks() > 0:
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.005)
+        time.sleep(_POOL_POLL_S)
     return True
 
 
@@ -245,12 +266,12 @@ def drain_callbacks(timeout: float = 5.0) -> bool:
     """``adrain_callbacks`` for blocking code. False on timeout.
 
     Called from inside a running event loop (a sync ``obs.shutdown()`` in async code), the loop
-    is blocked by this very call, so the queued callbacks are run on a private loop in a helper
-    thread; litellm's logging worker carries its queue over to whichever loop flushes it.
+    is blocked by this very call, so the queued async callbacks are run on a private loop in a
+    helper thread; litellm's logging worker carries its queue over to whichever loop flushes it.
     """
     deadline = time.monotonic() + timeout
     if pending_callbacks() == 0:
-        return True
+        return _wait_sync_pool(deadline)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -273,4 +294,4 @@ def drain_callbacks(timeout: float = 5.0) -> bool:
     thread = threading.Thread(target=run, name="litellm-callback-drain", daemon=True)
     thread.start()
     thread.join(timeout + 0.5)
-    return bool(result and result[0]) and _wait_sync(deadline)
+    return bool(result and result[0])

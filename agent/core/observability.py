@@ -351,10 +351,18 @@ class Observability:
         return self.langfuse.trace_url(trace_id)
 
     def flush(self, timeout: float | None = None) -> bool:
+        """Deliver everything recorded so far, within ``timeout`` seconds (default: the
+        configured flush bound). True only when every sink delivered and every call made so
+        far reached the LangFuse forwarder (litellm's queued and running callbacks included).
+        Calls litellm will never hand over are counted as dropped."""
         deadline = time.monotonic() + (
             timeout if timeout is not None else self.config.flush_timeout_s
         )
+        started = time.monotonic()
         ok = self._drain_litellm(deadline)
+        if self.langfuse is not None:
+            missing = self.langfuse.settle_calls(since=started, litellm_idle=ok, final=False)
+            ok = ok and missing == 0
         for sink in self.sinks:
             remaining = max(0.0, deadline - time.monotonic())
             try:
@@ -373,8 +381,13 @@ class Observability:
             self._closed = True
         atexit.unregister(self._atexit)
         budget = self.config.flush_timeout_s if timeout is None else timeout
-        deadline = time.monotonic() + budget
-        self._drain_litellm(time.monotonic() + budget / 2)
+        started = time.monotonic()
+        deadline = started + budget
+        # litellm first: the callbacks of the last calls must reach the forwarder before it
+        # closes (a sync call's run on litellm's thread pool, after the call has returned).
+        litellm_idle = self._drain_litellm(started + budget / 2)
+        if self.langfuse is not None:
+            self.langfuse.settle_calls(since=started, litellm_idle=litellm_idle, final=True)
         report: dict[str, Any] = {}
         if self.hf_sink is not None:
             # The local dataset gets its share first: it is the record of truth.
@@ -383,6 +396,8 @@ class Observability:
         if self.langfuse is not None:
             remaining = max(0.0, deadline - time.monotonic())
             report["langfuse"] = _release_forwarder(self.langfuse, remaining)
+            if not litellm_idle:
+                report["langfuse"]["completed_in_time"] = False
         for sink in self.sinks:
             if sink is self.hf_sink or sink is self.langfuse:
                 continue

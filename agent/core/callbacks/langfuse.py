@@ -104,6 +104,9 @@ MODEL_PARAMETERS: tuple[str, ...] = (
     "top_logprobs",
 )
 
+# A call's HF row: its LangFuse generation comes through litellm's callback, not this event.
+_CALL_EVENT_TYPES = frozenset({"llm_call", "llm_call_error"})
+
 # Session events the forwarder turns into LangFuse objects (any other event has null ids).
 EVENT_TYPES = frozenset(
     {
@@ -716,6 +719,11 @@ class LangfuseForwardingLogger(CustomLogger):
         self._links: OrderedDict[tuple[str, int], _TurnLink] = OrderedDict()
         self._links_lock = threading.Lock()
         self._warned: set[str] = set()
+        # Calls whose HF row was written but whose litellm callback has not reached us yet
+        # (event id -> when the row came), and callbacks that came before their row: so flush
+        # and shutdown can say which calls litellm never handed over (see settle_calls).
+        self._awaited: dict[str, float] = {}
+        self._early: dict[str, None] = {}
 
         # Sample per trace on our own provider (the SDK ignores its sample rate once it is
         # given a provider): a turn's trace id decides, so a turn is kept or dropped whole.
@@ -936,18 +944,61 @@ class LangfuseForwardingLogger(CustomLogger):
                 self.counts["unlinked_calls"] += 1
                 return
             ctx = CallContext.from_metadata(ours)
+            self._call_arrived(ctx.event_id)
             record = call_record_from_litellm(kwargs, response, start_time, end_time, ctx)
             self._put("call", record)
 
     # -- the sink: session events --
 
     def export(self, event: Event) -> None:
+        if event.event_type in _CALL_EVENT_TYPES:
+            self._call_recorded(event)
+            return
         if event.event_type not in EVENT_TYPES or event.session_id is None:
             return
         if event.langfuse_sampled is False:
             self.counts["sampled_out_events"] += 1
             return
         self._put("event", event)
+
+    # -- which calls litellm handed over: a call's row and its callback meet by event id --
+
+    def _call_recorded(self, event: Event) -> None:
+        if not event.langfuse_trace_id or event.langfuse_sampled is False:
+            return  # made while forwarding was off, or sampled out: no callback is awaited
+        with self._lock:
+            if event.event_id in self._early:
+                del self._early[event.event_id]
+                return
+            self._awaited[event.event_id] = time.monotonic()
+            if len(self._awaited) > self.queue_size:
+                # Bounded: litellm is far behind (or lost these); count the oldest as dropped.
+                del self._awaited[next(iter(self._awaited))]
+                self.dropped["no_litellm_callback"] += 1
+
+    def _call_arrived(self, event_id: str) -> None:
+        with self._lock:
+            if event_id in self._awaited:
+                del self._awaited[event_id]
+                return
+            self._early[event_id] = None
+            if len(self._early) > self.queue_size:
+                del self._early[next(iter(self._early))]
+
+    def settle_calls(self, *, since: float, litellm_idle: bool, final: bool) -> int:
+        """How many calls recorded before ``since`` (a ``time.monotonic()``) never reached this
+        forwarder through litellm's callbacks. When litellm has nothing left to run
+        (``litellm_idle``) they never will: counted as dropped (``no_litellm_callback``). At
+        shutdown (``final``), calls whose callbacks litellm was still running are dropped too
+        (``litellm_callback_pending``). Otherwise they are only reported."""
+        with self._lock:
+            late = [k for k, t in self._awaited.items() if t <= since]
+            if late and (litellm_idle or final):
+                for key in late:
+                    del self._awaited[key]
+                reason = "no_litellm_callback" if litellm_idle else "litellm_callback_pending"
+                self.dropped[reason] += len(late)
+        return len(late)
 
     def _put(self, kind: str, item: Any, *, control: bool = False) -> None:
         with self._lock:
