@@ -192,7 +192,11 @@ async def _demo(config: AgentConfig, user_id: str) -> tuple[list[str], list[str]
                 telemetry.record_feedback(
                     session, value=1.0, comment="Helpful, thanks!", turn_index=0
                 )
-                saved = agent.save(config.telemetry_dir / "sessions" / f"{session.session_id}.json")
+                saved = _save_or_warn(
+                    agent,
+                    config.telemetry_dir / "sessions" / f"{session.session_id}.json",
+                    "session 2 starts without restoring it",
+                )
             finally:
                 agent.close()
             status.update("demo: session 2 (restored) …")
@@ -201,12 +205,14 @@ async def _demo(config: AgentConfig, user_id: str) -> tuple[list[str], list[str]
             agent2 = Agent(session2, config)
             try:
                 link = session2.link()
-                await agent2.restore(saved)
+                if saved is not None:
+                    await agent2.restore(saved)
                 reply = await agent2.run_turn(
                     "Continue where we left off and summarise the results."
                 )
                 traces.append(link.trace_id or "")
-                err.print(f"[dim]restored turn 0:[/dim] {reply[:100]}")
+                label = "restored turn 0" if saved is not None else "session 2, turn 0"
+                err.print(f"[dim]{label}:[/dim] {reply[:100]}")
             finally:
                 agent2.close()
         await obs.adrain()
@@ -225,9 +231,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     from agent.core import queries
 
-    summary = queries.summary(config.telemetry_dir, session_ids=sessions)
-    _print_summary(summary)
-    _print_compute(queries.rows(config.telemetry_dir, session_ids=sessions))
+    if queries.has_data(config.telemetry_dir):
+        _print_summary(queries.summary(config.telemetry_dir, session_ids=sessions))
+        _print_compute(queries.rows(config.telemetry_dir, session_ids=sessions))
+    else:
+        _warn(f"no rows reached {config.telemetry_dir / 'data'} (see the warnings above)")
+    _print_hf_losses(report)
     _print_forwarding(obs, traces, report)
     return EXIT_OK
 
@@ -260,6 +269,29 @@ def _print_compute(rows: list[dict[str, Any]]) -> None:
     console.print(t)
 
 
+def _warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+
+
+def _save_or_warn(agent: Any, path: Path, consequence: str) -> Path | None:
+    """Save the session; on a full disk (or any OS error) warn and return None."""
+    try:
+        return agent.save(path)
+    except OSError as exc:
+        _warn(f"could not save the session to {path} ({exc.strerror or exc}); {consequence}")
+        return None
+
+
+def _print_hf_losses(report: dict[str, Any]) -> None:
+    hf = report.get("hf_dataset") or {}
+    lost = int(hf.get("dropped") or 0) + int(hf.get("pending") or 0)
+    if lost:
+        _warn(
+            f"HF Dataset: {hf.get('written', 0)} rows written, {lost} not written "
+            f"({hf.get('write_errors', 0)} write errors; see the warnings above)"
+        )
+
+
 def _print_forwarding(obs: Any, traces: list[str], report: dict[str, Any]) -> None:
     if not obs.forwarding:
         reason = obs.gate.reason if obs.gate else "off"
@@ -286,6 +318,7 @@ async def _run(args: argparse.Namespace, config: AgentConfig) -> int:
 
     obs = Observability.from_config(config)
     traces: list[str] = []
+    saved = False
     try:
         session = Session(user_id=args.user_id, observability=obs)
         agent = Agent(session, config, reasoning_effort=args.reasoning_effort, stream=args.stream)
@@ -296,8 +329,8 @@ async def _run(args: argparse.Namespace, config: AgentConfig) -> int:
             with err.status("working …"):
                 reply = await agent.run_turn(args.task)
             console.print(reply)
-            if args.save:
-                agent.save(args.save)
+            if args.save and _save_or_warn(agent, Path(args.save), "the task's reply is above"):
+                saved = True
         finally:
             agent.close()
             await obs.adrain()
@@ -309,8 +342,10 @@ async def _run(args: argparse.Namespace, config: AgentConfig) -> int:
         _print_forwarding(obs, [t for t in traces if t], report)
         return EXIT_FAIL
     report = obs.shutdown()
+    _print_hf_losses(report)
     _print_forwarding(obs, [t for t in traces if t], report)
-    return EXIT_OK
+    # --save was asked for: a session that could not be saved is a failed run (exit 1).
+    return EXIT_FAIL if args.save and not saved else EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -553,9 +588,23 @@ def _scrubbed(text: str) -> str:
     return scrub(text)
 
 
+def _tolerate_no_temp_dir() -> None:
+    """litellm calls ``tempfile.gettempdir()`` at import, which raises when no candidate
+    directory accepts a small test file (a full disk). Name the usual one without that test,
+    so the agent still runs (and warns) instead of dying in an import."""
+    import tempfile
+
+    try:
+        tempfile.gettempdir()
+    except OSError as exc:
+        tempfile.tempdir = os.environ.get("TMPDIR") or "/tmp"
+        _warn(f"no usable temporary directory ({exc.strerror or exc}); is the disk full?")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _tolerate_no_temp_dir()
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

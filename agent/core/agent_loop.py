@@ -16,8 +16,10 @@ The same code drives a real model (``--model openai/gpt-4o-mini`` with its key) 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -414,6 +416,11 @@ class Agent:
     # -- save / restore --
 
     def save(self, path: str | Path) -> Path:
+        """Write the session to ``path`` (JSON), whole or not at all.
+
+        Raises ``OSError`` when it cannot be written (a full disk ...); a file already at
+        ``path`` is then left as it was, and no partial file is left behind.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {
@@ -422,7 +429,19 @@ class Agent:
             "model": self.model,
             "messages": self.messages,
         }
-        path.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+        # ASCII (json's default escaping): a lone surrogate in a tool result cannot fail it.
+        body = json.dumps(data, indent=1, default=str).encode("ascii")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(body)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         return path
 
     async def restore(self, path: str | Path) -> str:
