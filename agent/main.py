@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from agent.config import AgentConfig, ConfigError
 
@@ -188,7 +190,7 @@ async def _demo(config: AgentConfig, user_id: str) -> tuple[list[str], list[str]
                     link = session.link()
                     reply = await agent.run_turn(task)
                     traces.append(link.trace_id or "")
-                    err.print(f"[dim]turn {i}:[/dim] {reply[:100]}")
+                    err.print(f"[dim]turn {i}:[/dim] {escape(reply[:100])}")
                 telemetry.record_feedback(
                     session, value=1.0, comment="Helpful, thanks!", turn_index=0
                 )
@@ -212,7 +214,7 @@ async def _demo(config: AgentConfig, user_id: str) -> tuple[list[str], list[str]
                 )
                 traces.append(link.trace_id or "")
                 label = "restored turn 0" if saved is not None else "session 2, turn 0"
-                err.print(f"[dim]{label}:[/dim] {reply[:100]}")
+                err.print(f"[dim]{label}:[/dim] {escape(reply[:100])}")
             finally:
                 agent2.close()
         await obs.adrain()
@@ -227,7 +229,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     sessions, traces, (obs, report) = asyncio.run(_demo(config, args.user_id))
     err.print(
-        f"[green]demo finished[/green] in {time.monotonic() - started:.1f}s; dataset: {config.telemetry_dir / 'data'}"
+        f"[green]demo finished[/green] in {time.monotonic() - started:.1f}s; "
+        f"dataset: {escape(str(config.telemetry_dir / 'data'))}"
     )
     from agent.core import queries
 
@@ -270,7 +273,7 @@ def _print_compute(rows: list[dict[str, Any]]) -> None:
 
 
 def _warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
 
 
 def _save_or_warn(agent: Any, path: Path, consequence: str) -> Path | None:
@@ -295,20 +298,20 @@ def _print_hf_losses(report: dict[str, Any]) -> None:
 def _print_forwarding(obs: Any, traces: list[str], report: dict[str, Any]) -> None:
     if not obs.forwarding:
         reason = obs.gate.reason if obs.gate else "off"
-        err.print(f"[dim]LangFuse forwarding: off ({reason})[/dim]")
+        err.print(f"[dim]LangFuse forwarding: off ({escape(reason)})[/dim]")
         return
     lf = report.get("langfuse", {})
     dropped = lf.get("dropped") or {}
     exporter = lf.get("exporter") or {}
     err.print(
-        f"LangFuse forwarding to {obs.langfuse.settings.host}: "
+        f"LangFuse forwarding to {escape(obs.langfuse.settings.host)}: "
         f"{lf.get('generations', 0)} generations, {lf.get('spans', 0)} spans, "
         f"{lf.get('traces', 0)} traces, {lf.get('scores', 0)} scores; "
         f"spans exported {exporter.get('exported_spans', '?')}, dropped {sum(dropped.values())}"
         + ("" if lf.get("completed_in_time", True) else " (flush bound reached)")
     )
     for trace_id in traces:
-        console.print(f"trace: {obs.trace_url(trace_id)}")
+        console.print(f"trace: {obs.trace_url(trace_id)}", markup=False)
 
 
 async def _run(args: argparse.Namespace, config: AgentConfig) -> int:
@@ -328,7 +331,7 @@ async def _run(args: argparse.Namespace, config: AgentConfig) -> int:
             traces.append(session.link().trace_id or "")
             with err.status("working …"):
                 reply = await agent.run_turn(args.task)
-            console.print(reply)
+            console.print(reply, markup=False, highlight=False)
             if args.save and _save_or_warn(agent, Path(args.save), "the task's reply is above"):
                 saved = True
         finally:
@@ -336,7 +339,8 @@ async def _run(args: argparse.Namespace, config: AgentConfig) -> int:
             await obs.adrain()
     except Exception as exc:
         err.print(
-            f"[red]ml-intern: the task failed:[/red] {type(exc).__name__}: {_scrubbed(str(exc))}"
+            f"[red]ml-intern: the task failed:[/red] {type(exc).__name__}: "
+            f"{escape(_scrubbed(str(exc)))}"
         )
         report = obs.shutdown()
         _print_forwarding(obs, [t for t in traces if t], report)
@@ -423,7 +427,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     t.columns[0].min_width = 12
     for row in summary["llm_calls"]:
         t.add_row(
-            str(row["kind"]),
+            Text(str(row["kind"])),
             str(row["calls"]),
             str(row["errors"]),
             str(row["prompt_tokens"]),
@@ -436,7 +440,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     e.add_column("event type")
     e.add_column("count", justify="right")
     for row in summary["events"]:
-        e.add_row(str(row["event_type"]), str(row["count"]))
+        e.add_row(Text(str(row["event_type"])), str(row["count"]))
     console.print(e)
     c = Table(title="Cost per session, all in (USD)")
     for col in ("session", "user", "started", "LLM calls", "LLM", "jobs", "sandboxes", "total"):
@@ -466,13 +470,18 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
         t.add_column(col, overflow="fold", no_wrap=col != "data")
     for r in rows:
         t.add_row(
-            str(r["timestamp"])[:19].replace("T", " "),
-            str(r["event_type"]),
-            str(r.get("kind") or ""),
-            str(r.get("session_id") or "")[:8],
-            str(r.get("turn_index") if r.get("turn_index") is not None else ""),
-            str(r.get("langfuse_trace_id") or ""),
-            json.dumps(r.get("data"), default=str)[:120],
+            *(
+                Text(cell)
+                for cell in (
+                    str(r["timestamp"])[:19].replace("T", " "),
+                    str(r["event_type"]),
+                    str(r.get("kind") or ""),
+                    str(r.get("session_id") or "")[:8],
+                    str(r.get("turn_index") if r.get("turn_index") is not None else ""),
+                    str(r.get("langfuse_trace_id") or ""),
+                    json.dumps(r.get("data"), default=str)[:120],
+                )
+            )
         )
     console.print(t)
 
@@ -507,6 +516,9 @@ def cmd_observability(args: argparse.Namespace) -> int:
                 "environment": s.environment,
                 "release": s.release,
                 "sample_rate": s.sample_rate,
+                "timeout_s": s.timeout_s,
+                "media_upload_thread_count": s.media_upload_thread_count,
+                "debug": s.debug,
                 "trace_name": config.langfuse_trace_name,
                 "nest_in_caller_trace": config.langfuse_nest_in_caller_trace,
                 "flush_at": config.langfuse_flush_at,
@@ -520,19 +532,20 @@ def cmd_observability(args: argparse.Namespace) -> int:
         else:
             state = "[green]ON[/green]" if gate.enabled else "[yellow]OFF[/yellow]"
             console.print(
-                f"LangFuse forwarding: {state} ({gate.reason}); backend={config.observability_backend}"
+                f"LangFuse forwarding: {state} ({escape(gate.reason)}); "
+                f"backend={config.observability_backend}"
             )
             for w in gate.warnings:
-                console.print(f"[yellow]warning:[/yellow] {w}")
+                console.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
             if gate.settings is not None:
                 for k, v in out["destination"].items():
-                    console.print(f"  {k}: {v}")
+                    console.print(f"  {k}: {v}", markup=False)
             console.print("redaction policy:")
             for k, v in out["policy"].items():
-                console.print(f"  {k}: {v}")
+                console.print(f"  {k}: {v}", markup=False)
             if ping is not None:
                 state = "[green]OK[/green]" if ping.ok else f"[red]FAILED ({ping.problem})[/red]"
-                console.print(f"ping: {state} in {ping.elapsed_s:.2f}s: {ping.message}")
+                console.print(f"ping: {state} in {ping.elapsed_s:.2f}s: {escape(ping.message)}")
         if ping is not None and not ping.ok:
             return EXIT_FAIL
         return EXIT_OK
@@ -548,18 +561,20 @@ def cmd_observability(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return EXIT_OK
-    t = Table(title=f"What would be sent (policy: {config.redact or 'default'})", show_lines=True)
+    t = Table(
+        title=f"What would be sent (policy: {escape(config.redact or 'default')})", show_lines=True
+    )
     t.add_column("field")
     t.add_column("original", overflow="fold")
     t.add_column("sent to LangFuse", overflow="fold")
     for key in result["original"]:
         t.add_row(
-            key,
-            json.dumps(result["original"][key], indent=1, default=str),
-            json.dumps(result["redacted"].get(key), indent=1, default=str),
+            Text(key),
+            Text(json.dumps(result["original"][key], indent=1, default=str)),
+            Text(json.dumps(result["redacted"].get(key), indent=1, default=str)),
         )
     console.print(t)
-    console.print("report: " + json.dumps(result["report"], default=str))
+    console.print("report: " + json.dumps(result["report"], default=str), markup=False)
     return EXIT_OK
 
 
@@ -620,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except (UsageError, ConfigError) as exc:
-        err.print(f"[red]ml-intern: error:[/red] {_scrubbed(str(exc))}", highlight=False)
+        err.print(f"[red]ml-intern: error:[/red] {escape(_scrubbed(str(exc)))}", highlight=False)
         return EXIT_USAGE
     except KeyboardInterrupt:
         err.print("interrupted")

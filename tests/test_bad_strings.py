@@ -146,7 +146,7 @@ def surrogate_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     }
     with FakeLangfuse() as fake:
         env["LANGFUSE_HOST"] = fake.url
-        obs = Observability.from_config(AgentConfig(telemetry_dir=telemetry_dir), env=env)
+        obs = Observability.from_config(AgentConfig.load(env=env, telemetry_dir=telemetry_dir))
         assert obs.forwarding
 
         async def go() -> list[Session]:

@@ -90,7 +90,7 @@ def _forwarding(tmp_path: Path, fake: FakeLangfuse) -> Observability:
         "LANGFUSE_PUBLIC_KEY": f"pk-lf-{tag}",
         "LANGFUSE_SECRET_KEY": f"sk-lf-{tag}-secret",
     }
-    obs = Observability.from_config(AgentConfig(telemetry_dir=tmp_path), env=env)
+    obs = Observability.from_config(AgentConfig.load(env=env, telemetry_dir=tmp_path))
     assert obs.forwarding
     return obs
 

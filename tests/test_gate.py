@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.config import AgentConfig, ConfigError
-from agent.core.observability import resolve_gate
+from agent.core.observability import GateDecision, resolve_gate
 
 FULL = {
     "LANGFUSE_HOST": "https://langfuse.example.com",
@@ -14,12 +14,16 @@ FULL = {
 }
 
 
-def cfg(backend: str = "auto") -> AgentConfig:
-    return AgentConfig(observability_backend=backend)
+def cfg(backend: str = "auto", env: dict | None = None, **overrides) -> AgentConfig:
+    return AgentConfig.load(env=env or {}, observability_backend=backend, **overrides)
+
+
+def decide(env: dict, backend: str = "auto", **overrides) -> GateDecision:
+    return resolve_gate(cfg(backend, env, **overrides))
 
 
 def test_auto_with_everything_set_is_on() -> None:
-    gate = resolve_gate(cfg(), FULL)
+    gate = decide(FULL)
     assert gate.enabled
     assert gate.settings is not None and gate.settings.host == "https://langfuse.example.com"
 
@@ -27,13 +31,13 @@ def test_auto_with_everything_set_is_on() -> None:
 def test_base_url_alias() -> None:
     env = {**FULL}
     env["LANGFUSE_BASE_URL"] = env.pop("LANGFUSE_HOST") + "/"
-    gate = resolve_gate(cfg(), env)
+    gate = decide(env)
     assert gate.enabled and gate.settings.host == "https://langfuse.example.com"
     assert gate.settings.host_var == "LANGFUSE_BASE_URL"
 
 
 def test_both_host_names_differing_prefers_langfuse_host_and_warns() -> None:
-    gate = resolve_gate(cfg(), {**FULL, "LANGFUSE_BASE_URL": "https://other.example.com"})
+    gate = decide({**FULL, "LANGFUSE_BASE_URL": "https://other.example.com"})
     assert gate.settings.host == "https://langfuse.example.com"
     assert any("differ" in w for w in gate.warnings)
 
@@ -41,21 +45,21 @@ def test_both_host_names_differing_prefers_langfuse_host_and_warns() -> None:
 @pytest.mark.parametrize("missing", sorted(FULL))
 def test_auto_with_one_variable_missing_is_off(missing: str) -> None:
     env = {k: v for k, v in FULL.items() if k != missing}
-    gate = resolve_gate(cfg(), env)
+    gate = decide(env)
     assert not gate.enabled
     assert any(missing in w for w in gate.warnings), gate.warnings
 
 
 def test_keys_without_host_warn_naming_langfuse_host() -> None:
     env = {k: v for k, v in FULL.items() if k != "LANGFUSE_HOST"}
-    gate = resolve_gate(cfg(), env)
+    gate = decide(env)
     assert not gate.enabled
     (warning,) = gate.warnings
     assert "LANGFUSE_HOST" in warning
 
 
 def test_nothing_set_is_silently_off() -> None:
-    gate = resolve_gate(cfg(), {})
+    gate = decide({})
     assert not gate.enabled and gate.warnings == []
 
 
@@ -63,11 +67,11 @@ def test_nothing_set_is_silently_off() -> None:
 def test_explicit_langfuse_with_a_setting_missing_is_an_error_naming_it(missing: str) -> None:
     env = {k: v for k, v in FULL.items() if k != missing}
     with pytest.raises(ConfigError, match=missing):
-        resolve_gate(cfg("langfuse"), env)
+        decide(env, "langfuse")
 
 
 def test_none_is_off_whatever_the_env() -> None:
-    gate = resolve_gate(cfg("none"), FULL)
+    gate = decide(FULL, "none")
     assert not gate.enabled and gate.warnings == []
 
 
@@ -82,15 +86,15 @@ def test_none_is_off_whatever_the_env() -> None:
 )
 def test_malformed_host(host: str, fragment: str) -> None:
     env = {**FULL, "LANGFUSE_HOST": host}
-    gate = resolve_gate(cfg(), env)
+    gate = decide(env)
     assert not gate.enabled
     assert any(fragment in w and "LANGFUSE_HOST" in w for w in gate.warnings), gate.warnings
     with pytest.raises(ConfigError, match="LANGFUSE_HOST"):
-        resolve_gate(cfg("langfuse"), env)
+        decide(env, "langfuse")
 
 
 def test_plain_http_to_a_remote_host_warns_about_clear_text() -> None:
-    gate = resolve_gate(cfg(), {**FULL, "LANGFUSE_HOST": "http://langfuse.internal.example"})
+    gate = decide({**FULL, "LANGFUSE_HOST": "http://langfuse.internal.example"})
     assert gate.enabled
     assert any("clear text" in w for w in gate.warnings)
 
@@ -99,39 +103,38 @@ def test_plain_http_to_a_remote_host_warns_about_clear_text() -> None:
     "host", ["http://localhost:3000", "http://127.0.0.1:3000", "http://[::1]:3000"]
 )
 def test_plain_http_to_loopback_is_fine(host: str) -> None:
-    gate = resolve_gate(cfg(), {**FULL, "LANGFUSE_HOST": host})
+    gate = decide({**FULL, "LANGFUSE_HOST": host})
     assert gate.enabled and not any("clear text" in w for w in gate.warnings)
 
 
 def test_whitespace_padded_keys_are_stripped_with_a_warning() -> None:
     env = {**FULL, "LANGFUSE_PUBLIC_KEY": "  pk-lf-1234567890\n"}
-    gate = resolve_gate(cfg(), env)
+    gate = decide(env)
     assert gate.enabled and gate.settings.public_key == "pk-lf-1234567890"
     assert any("LANGFUSE_PUBLIC_KEY" in w and "whitespace" in w for w in gate.warnings)
 
 
 def test_empty_key_counts_as_missing() -> None:
     with pytest.raises(ConfigError, match="LANGFUSE_SECRET_KEY"):
-        resolve_gate(cfg("langfuse"), {**FULL, "LANGFUSE_SECRET_KEY": "   "})
+        decide({**FULL, "LANGFUSE_SECRET_KEY": "   "}, "langfuse")
 
 
-def test_bad_sample_rate() -> None:
-    gate = resolve_gate(cfg(), {**FULL, "LANGFUSE_SAMPLE_RATE": "2"})
-    assert gate.enabled and gate.settings.sample_rate == 1.0
-    assert any("LANGFUSE_SAMPLE_RATE" in w for w in gate.warnings)
+def test_bad_sample_rate_is_off_under_auto_and_an_error_under_langfuse() -> None:
+    # The SDK would raise on it (it re-reads the variable): never let it get that far.
+    gate = decide({**FULL, "LANGFUSE_SAMPLE_RATE": "2"})
+    assert not gate.enabled and gate.settings is None
+    assert any("LANGFUSE_SAMPLE_RATE" in w and "off" in w for w in gate.warnings)
     with pytest.raises(ConfigError, match="LANGFUSE_SAMPLE_RATE"):
-        resolve_gate(cfg("langfuse"), {**FULL, "LANGFUSE_SAMPLE_RATE": "half"})
+        decide({**FULL, "LANGFUSE_SAMPLE_RATE": "half"}, "langfuse")
 
 
 def test_environment_and_release_are_read() -> None:
-    gate = resolve_gate(
-        cfg(), {**FULL, "LANGFUSE_TRACING_ENVIRONMENT": "staging", "LANGFUSE_RELEASE": "v1.2"}
-    )
+    gate = decide({**FULL, "LANGFUSE_TRACING_ENVIRONMENT": "staging", "LANGFUSE_RELEASE": "v1.2"})
     assert (gate.settings.environment, gate.settings.release) == ("staging", "v1.2")
 
 
 def test_settings_repr_never_shows_the_secret_key() -> None:
-    gate = resolve_gate(cfg(), FULL)
+    gate = decide(FULL)
     assert FULL["LANGFUSE_SECRET_KEY"] not in repr(gate.settings)
     assert FULL["LANGFUSE_SECRET_KEY"] not in repr(gate)
 
@@ -148,8 +151,8 @@ def test_langfuse_not_installed_names_the_install_command(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(builtins, "__import__", no_langfuse)
     with pytest.raises(ConfigError, match=r"pip install 'ml-intern-observability\[langfuse\]'"):
-        resolve_gate(cfg("langfuse"), FULL)
-    gate = resolve_gate(cfg(), FULL)
+        decide(FULL, "langfuse")
+    gate = decide(FULL)
     assert not gate.enabled
     assert any("pip install" in w for w in gate.warnings)
 
@@ -168,9 +171,9 @@ def test_the_secret_key_is_never_in_an_error_or_warning(
 ) -> None:
     secret = FULL["LANGFUSE_SECRET_KEY"]
     try:
-        resolve_gate(cfg("langfuse"), env)
+        decide(env, "langfuse")
     except ConfigError as exc:
         assert secret not in str(exc)
-    gate = resolve_gate(cfg(), env)
+    gate = decide(env)
     assert all(secret not in w for w in gate.warnings)
     assert secret not in caplog.text

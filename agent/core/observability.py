@@ -19,16 +19,17 @@ from __future__ import annotations
 import atexit
 import ipaddress
 import logging
-import os
+import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent.config import AgentConfig, ConfigError
+from agent.config import ENV_VARS, AgentConfig, ConfigError
 from agent.core import guard
+from agent.core.encodable import encodable_text
 from agent.core.hf_dataset import HFDatasetSink
 from agent.core.session import Sink, TraceLinker
 
@@ -39,19 +40,29 @@ INSTALL_HINT = "pip install 'ml-intern-observability[langfuse]'"
 HOST_VARS = ("LANGFUSE_HOST", "LANGFUSE_BASE_URL")
 PUBLIC_KEY_VAR = "LANGFUSE_PUBLIC_KEY"
 SECRET_KEY_VAR = "LANGFUSE_SECRET_KEY"
+# LangFuse key prefixes: a public key that starts like a secret key (or the other way round)
+# means the two were swapped, and the secret would travel as a header and a span attribute.
+PUBLIC_KEY_PREFIX = "pk-lf-"
+SECRET_KEY_PREFIX = "sk-lf-"
+# What the langfuse SDK accepts as an environment name (langfuse/_client/propagation.py).
+_ENVIRONMENT = re.compile(r"(?!langfuse)[a-z0-9_-]+")
 
 
 @dataclass(frozen=True)
 class LangfuseSettings:
-    """Where traces go and with which credentials. ``repr`` never shows the secret key."""
+    """Where traces go and with which credentials, validated by the gate: everything the
+    forwarder passes to ``Langfuse(...)``. ``repr`` never shows the secret key."""
 
     host: str
     public_key: str
     secret_key: str = field(repr=False)
-    host_var: str = "LANGFUSE_HOST"
+    host_var: str = "LANGFUSE_HOST"  # where the host came from
     environment: str | None = None
     release: str | None = None
     sample_rate: float = 1.0
+    timeout_s: int = 5
+    media_upload_thread_count: int = 1
+    debug: bool = False
 
     def masked_public_key(self) -> str:
         pk = self.public_key
@@ -67,19 +78,48 @@ class GateDecision:
     warnings: list[str] = field(default_factory=list)
 
 
-def _clean(env: Mapping[str, str], name: str, warnings: list[str]) -> str | None:
-    raw = env.get(name)
-    if raw is None:
-        return None
-    value = raw.strip()
-    if value != raw and value:
-        warnings.append(f"{name} has leading or trailing whitespace; it was stripped")
-    return value or None
+def _label(config: AgentConfig, name: str) -> str:
+    """How to name setting ``name`` in a message: the variable or file key it came from."""
+    source = config.source(name)
+    if source == "default":
+        return ENV_VARS.get(name, name)
+    if source == "argument":
+        return f"{name} (argument)"
+    return source
 
 
-def _check_host(host: str, var: str) -> tuple[str | None, str | None, list[str]]:
-    """(normalised host, error, warnings)."""
+def display_url(url: str) -> str:
+    """``url`` without userinfo, query or fragment: what may appear in a message or a log."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<invalid URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else "<no scheme>"
+
+
+def _has_userinfo(url: str) -> bool:
+    authority = url.split("://", 1)[1] if "://" in url else url
+    return "@" in authority.split("/", 1)[0]
+
+
+def check_host(host: str, var: str) -> tuple[str | None, str | None, list[str]]:
+    """(normalised host, error, warnings). No message ever repeats a user name or password,
+    a query or a fragment the host may hold."""
     warnings: list[str] = []
+    if _has_userinfo(host):
+        return (
+            None,
+            f"{var} holds a user name or password (user:password@host); it is refused and not "
+            "repeated here. Give the host alone: the LangFuse keys go in LANGFUSE_PUBLIC_KEY "
+            "and LANGFUSE_SECRET_KEY",
+            [],
+        )
+    if not host.isprintable() or any(c.isspace() for c in host):
+        return None, f"{var} is not a valid URL (it holds spaces or control characters)", []
     parts = urlsplit(host)
     if not parts.scheme or "://" not in host:
         return (
@@ -88,14 +128,21 @@ def _check_host(host: str, var: str) -> tuple[str | None, str | None, list[str]]
             [],
         )
     if parts.scheme not in ("http", "https"):
-        return None, f"{var}={host!r}: the scheme must be http or https", []
+        return None, f"{var}={display_url(host)!r}: the scheme must be http or https", []
     try:
         hostname = parts.hostname
         _ = parts.port
     except ValueError as exc:
-        return None, f"{var}={host!r} is not a valid URL ({exc})", []
+        return None, f"{var}={display_url(host)!r} is not a valid URL ({exc})", []
     if not hostname:
         return None, f"{var}={host!r} is not a valid URL (no host name)", []
+    if parts.query or parts.fragment or host.rstrip("/").endswith(("?", "#")):
+        return (
+            None,
+            f"{var}={display_url(host)!r} has a query or fragment (?... or #...), which would "
+            "end up in the middle of every LangFuse URL; give the base URL only",
+            [],
+        )
     if parts.scheme == "http" and not _is_loopback_name(hostname):
         warnings.append(
             f"{var} uses http:// to a non-loopback host ({hostname}): the LangFuse keys and "
@@ -113,49 +160,75 @@ def _is_loopback_name(hostname: str) -> bool:
         return False
 
 
-def resolve_gate(config: AgentConfig, env: Mapping[str, str] | None = None) -> GateDecision:
-    """Decide whether LangFuse forwarding is on. Raises ``ConfigError`` only for an explicit
-    ``langfuse`` backend whose settings are missing or malformed (and when langfuse is not
-    installed)."""
-    env = os.environ if env is None else env
+def _key_problem(value: str, label: str, *, secret: bool) -> str | None:
+    """Why a key cannot be used (never quoting it), or None."""
+    if not value.isascii():
+        return f"{label} holds a non-ASCII character; LangFuse keys are plain ASCII"
+    if not value.isprintable() or any(c.isspace() for c in value):
+        return f"{label} holds a line break, space or control character"
+    if not secret and value.startswith(SECRET_KEY_PREFIX):
+        return (
+            f"{label} looks like a secret key (it starts with {SECRET_KEY_PREFIX}): are the "
+            "public and secret keys swapped? It is refused, so the secret never travels as a "
+            "header"
+        )
+    if secret and value.startswith(PUBLIC_KEY_PREFIX):
+        return (
+            f"{label} looks like a public key (it starts with {PUBLIC_KEY_PREFIX}): are the "
+            "public and secret keys swapped?"
+        )
+    return None
+
+
+def _text_problem(value: str | None, label: str) -> str | None:
+    if value is None:
+        return None
+    if encodable_text(value)[1] or not value.isprintable():
+        return f"{label} holds bytes that are not text (or control characters)"
+    return None
+
+
+def resolve_gate(config: AgentConfig) -> GateDecision:
+    """Decide whether LangFuse forwarding is on: a pure function of ``config``.
+
+    Raises ``ConfigError`` only for an explicit ``langfuse`` backend whose settings are missing
+    or malformed (and when langfuse is not installed); under ``auto`` the same problems are
+    warnings and forwarding is off.
+    """
     backend = config.observability_backend
     if backend == "none":
         return GateDecision(False, backend, reason="observability_backend is 'none'")
-    warnings: list[str] = []
-    host_values = {var: _clean(env, var, warnings) for var in HOST_VARS}
-    host_var = next((v for v in HOST_VARS if host_values[v]), None)
-    host = host_values[host_var] if host_var else None
-    if (
-        host_values["LANGFUSE_HOST"]
-        and host_values["LANGFUSE_BASE_URL"]
-        and (
-            host_values["LANGFUSE_HOST"].rstrip("/") != host_values["LANGFUSE_BASE_URL"].rstrip("/")
-        )
-    ):
-        warnings.append(
-            "LANGFUSE_HOST and LANGFUSE_BASE_URL differ; using LANGFUSE_HOST "
-            f"({host_values['LANGFUSE_HOST']})"
-        )
-    public_key = _clean(env, PUBLIC_KEY_VAR, warnings)
-    secret_key = _clean(env, SECRET_KEY_VAR, warnings)
-    missing = [
-        name
-        for name, value in (
-            ("LANGFUSE_HOST", host),
-            (PUBLIC_KEY_VAR, public_key),
-            (SECRET_KEY_VAR, secret_key),
-        )
-        if not value
-    ]
+    if not config.langfuse_tracing_enabled:
+        # The operator's switch (or OTEL_SDK_DISABLED): off entirely, under any backend.
+        source = config.source("langfuse_tracing_enabled")
+        var = "LANGFUSE_TRACING_ENABLED" if source == "default" else source
+        what = "OTEL_SDK_DISABLED=true" if var == "OTEL_SDK_DISABLED" else f"{var}=false"
+        return GateDecision(False, backend, reason=f"disabled by {what}")
+    warnings = list(config.langfuse_notes)
     explicit = backend == "langfuse"
 
     def fail(reason: str) -> GateDecision:
         if explicit:
             raise ConfigError(f"--observability-backend langfuse: {reason}")
+        warnings.append(f"LangFuse forwarding is off: {reason}")
         return GateDecision(False, backend, reason=reason, warnings=warnings)
 
+    host = config.langfuse_host
+    public_key = config.langfuse_public_key
+    secret = config.langfuse_secret_key.get_secret_value() if config.langfuse_secret_key else None
+    missing = [
+        label
+        for label, value in (
+            ("LANGFUSE_HOST", host),
+            (PUBLIC_KEY_VAR, public_key),
+            (SECRET_KEY_VAR, secret),
+        )
+        if not value
+    ]
+    problems = list(config.langfuse_problems)
     if missing:
         if not explicit and len(missing) == 3:
+            # Nothing configured: silently off (the problems of loose variables included).
             return GateDecision(False, backend, reason="no LangFuse settings", warnings=warnings)
         if not explicit and missing == ["LANGFUSE_HOST"]:
             warnings.append(
@@ -166,48 +239,58 @@ def resolve_gate(config: AgentConfig, env: Mapping[str, str] | None = None) -> G
             return GateDecision(
                 False, backend, reason="LANGFUSE_HOST is not set", warnings=warnings
             )
-        reason = f"missing {', '.join(missing)}"
-        if not explicit:
-            warnings.append(f"LangFuse forwarding is off: {reason}")
-        return fail(reason)
-    assert host is not None and public_key is not None and secret_key is not None
-    norm_host, error, host_warnings = _check_host(host, host_var or "LANGFUSE_HOST")
+        return fail("; ".join([f"missing {', '.join(missing)}", *problems]))
+    assert host is not None and public_key is not None and secret is not None
+    if problems:
+        return fail("; ".join(problems))
+    host_label = _label(config, "langfuse_host")
+    norm_host, error, host_warnings = check_host(host, host_label)
     warnings.extend(host_warnings)
-    if error:
-        if not explicit:
-            warnings.append(f"LangFuse forwarding is off: {error}")
-        return fail(error)
-    sample_rate = 1.0
-    raw_rate = _clean(env, "LANGFUSE_SAMPLE_RATE", warnings)
-    if raw_rate is not None:
-        try:
-            sample_rate = float(raw_rate)
-            if not 0.0 <= sample_rate <= 1.0:
-                raise ValueError
-        except ValueError:
-            if explicit:
-                raise ConfigError(
-                    f"LANGFUSE_SAMPLE_RATE={raw_rate!r} must be a number between 0 and 1"
-                ) from None
-            warnings.append(f"ignoring LANGFUSE_SAMPLE_RATE={raw_rate!r}: not a number in [0, 1]")
-            sample_rate = 1.0
+    for problem in (
+        error,
+        _key_problem(public_key, _label(config, "langfuse_public_key"), secret=False),
+        _key_problem(secret, _label(config, "langfuse_secret_key"), secret=True),
+        _environment_problem(config),
+        _text_problem(config.langfuse_release, _label(config, "langfuse_release")),
+    ):
+        if problem:
+            return fail(problem)
+    if config.langfuse_debug:
+        warnings.append(
+            f"{_label(config, 'langfuse_debug')} is on: the langfuse SDK logs at DEBUG, and its "
+            "debug logs may hold what is traced"
+        )
     try:
         import langfuse  # noqa: F401
     except ImportError:
-        reason = f"the langfuse package is not installed; install it with: {INSTALL_HINT}"
-        if not explicit:
-            warnings.append(f"LangFuse forwarding is off: {reason}")
-        return fail(reason)
+        return fail(f"the langfuse package is not installed; install it with: {INSTALL_HINT}")
+    except Exception as exc:  # it parses some variables at import (those are checked above)
+        return fail(f"the langfuse SDK cannot be imported ({type(exc).__name__}: {exc})")
     settings = LangfuseSettings(
         host=str(norm_host),
         public_key=public_key,
-        secret_key=secret_key,
-        host_var=host_var or "LANGFUSE_HOST",
-        environment=_clean(env, "LANGFUSE_TRACING_ENVIRONMENT", warnings),
-        release=_clean(env, "LANGFUSE_RELEASE", warnings),
-        sample_rate=sample_rate,
+        secret_key=secret,
+        host_var=host_label,
+        environment=config.langfuse_environment,
+        release=config.langfuse_release,
+        sample_rate=config.langfuse_sample_rate,
+        timeout_s=config.langfuse_timeout_s,
+        media_upload_thread_count=config.langfuse_media_upload_thread_count,
+        debug=config.langfuse_debug,
     )
     return GateDecision(True, backend, settings=settings, reason="enabled", warnings=warnings)
+
+
+def _environment_problem(config: AgentConfig) -> str | None:
+    value = config.langfuse_environment
+    if value is None or _ENVIRONMENT.fullmatch(value):
+        return None
+    label = _label(config, "langfuse_environment")
+    shown = "" if _text_problem(value, label) else f"={value!r}"
+    return (
+        f"{label}{shown} is not a LangFuse environment name: lowercase letters, digits, '-' "
+        "and '_', not starting with 'langfuse'"
+    )
 
 
 def forwarder_options(config: AgentConfig) -> tuple[tuple[str, Any], ...]:
@@ -306,7 +389,6 @@ class Observability:
         config: AgentConfig | None = None,
         *,
         extra_sinks: Iterable[Sink] = (),
-        env: Mapping[str, str] | None = None,
     ) -> Observability:
         """Set up the HF Dataset sink and, if the gate opens, LangFuse forwarding.
 
@@ -314,13 +396,23 @@ class Observability:
         malformed redaction spec, and for a telemetry directory that cannot be created.
         """
         config = config or AgentConfig.load()
-        gate = resolve_gate(config, env)
+        gate = resolve_gate(config)
         for warning in gate.warnings:
             guard.warn_once(f"gate:{warning}", "%s", warning)
         forwarder = None
         if gate.enabled and gate.settings is not None:
             policy = build_policy(config)
-            forwarder = _acquire_forwarder(gate.settings, config, policy)
+            try:
+                forwarder = _acquire_forwarder(gate.settings, config, policy)
+            except Exception as exc:
+                # The gate validated everything we know the SDK checks; should the SDK still
+                # refuse, that is a message like any other bad setting, never a traceback.
+                text = str(exc).replace(gate.settings.secret_key, "[REDACTED]")
+                reason = f"the langfuse SDK refused the settings ({type(exc).__name__}: {text})"
+                if gate.backend == "langfuse":
+                    raise ConfigError(f"--observability-backend langfuse: {reason}") from exc
+                guard.warn_once(f"gate:{reason}", "LangFuse forwarding is off: %s", reason)
+                gate = GateDecision(False, gate.backend, reason=reason, warnings=gate.warnings)
         elif config.redact:
             build_policy(config)  # a malformed spec is an error even while forwarding is off
         try:

@@ -761,7 +761,11 @@ class LangfuseForwardingLogger(CustomLogger):
             timeout=min(10.0, max(1.0, flush_timeout_s)),
             on_drop=self._on_export_drop,
         )
-        self._http = httpx.Client(timeout=httpx.Timeout(5.0, connect=3.0), trust_env=False)
+        timeout = int(settings.timeout_s)
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(float(timeout), connect=min(3.0, float(timeout))),
+            trust_env=False,
+        )
         self._scores = _ScoreSender(
             url=settings.host + SCORES_PATH,
             headers=headers,
@@ -781,7 +785,13 @@ class LangfuseForwardingLogger(CustomLogger):
             release=settings.release,
             flush_at=flush_at,
             flush_interval=flush_interval_s,
-            timeout=5,
+            # Every setting the SDK would otherwise read from LANGFUSE_* itself, explicitly:
+            # validated by our config, so the SDK never parses the environment behind us.
+            timeout=timeout,
+            sample_rate=rate,  # our provider samples; the SDK only validates it
+            media_upload_thread_count=int(settings.media_upload_thread_count),
+            debug=bool(settings.debug),
+            tracing_enabled=True,  # the gate never builds a forwarder while it is off
         )
         resources = getattr(self.client, "_resources", None)
         if resources is not None:
