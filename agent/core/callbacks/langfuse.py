@@ -104,6 +104,9 @@ MODEL_PARAMETERS: tuple[str, ...] = (
     "top_logprobs",
 )
 
+# Turn span ids already counted as acknowledged traces (bounded; see _on_exported).
+_MAX_ACKED_TURNS = 4096
+
 # A call's HF row: its LangFuse generation comes through litellm's callback, not this event.
 _CALL_EVENT_TYPES = frozenset({"llm_call", "llm_call_error"})
 
@@ -711,7 +714,9 @@ class LangfuseForwardingLogger(CustomLogger):
         self._enqueued = 0
         self._done = 0
         self.dropped = Counter[str]()
-        self.counts = Counter[str]()
+        # generations, spans, traces: what the host acknowledged (see _on_exported)
+        self.counts = Counter[str]({"generations": 0, "spans": 0, "traces": 0})
+        self._acked_turns: OrderedDict[int, None] = OrderedDict()
         # Worker-only state: open turns by (trace id, turn span id), recently closed ones.
         self._turns: dict[tuple[str, str], _Turn] = {}
         self._closed_turns: OrderedDict[tuple[str, str], _Turn] = OrderedDict()
@@ -760,6 +765,7 @@ class LangfuseForwardingLogger(CustomLogger):
             headers={**headers, "x-langfuse-ingestion-version": "4"},
             timeout=min(10.0, max(1.0, flush_timeout_s)),
             on_drop=self._on_export_drop,
+            on_exported=self._on_exported,
         )
         timeout = int(settings.timeout_s)
         self._http = httpx.Client(
@@ -1235,7 +1241,6 @@ class LangfuseForwardingLogger(CustomLogger):
             if caller.prompt_version is not None:
                 span.set_attribute("langfuse.observation.prompt.version", caller.prompt_version)
         span.end(end_time=_ns(red.end_time))
-        self.counts["generations"] += 1
 
     def _forward_event(self, event: Event) -> None:
         if event.event_type == "feedback":
@@ -1431,7 +1436,6 @@ class LangfuseForwardingLogger(CustomLogger):
             self.counts["turns_resent"] += 1
         else:
             turn.emitted = True
-            self.counts["traces"] += 1
 
     def _trace_attributes(self, span: Any, turn: _Turn) -> None:
         """The trace's attributes, written on the turn span only (LangFuse keeps the last value
@@ -1506,7 +1510,6 @@ class LangfuseForwardingLogger(CustomLogger):
             status_message=red.status_message,
         )
         span.end(end_time=_ns(red.timestamp))
-        self.counts["spans"] += 1
 
     # -- feedback --
 
@@ -1564,6 +1567,28 @@ class LangfuseForwardingLogger(CustomLogger):
             )
 
     # -- lifecycle --
+
+    def _on_exported(self, spans: Any) -> None:
+        """Count what the host acknowledged (not what was queued): a turn's root span is its
+        trace, a generation is a call, anything else a span or event."""
+        counts: Counter[str] = Counter()
+        for span in spans:
+            if span.name == "turn":
+                # A turn span re-sent wider (a late child) is still one trace.
+                span_id = span.get_span_context().span_id
+                with self._lock:
+                    if span_id in self._acked_turns:
+                        continue
+                    self._acked_turns[span_id] = None
+                    if len(self._acked_turns) > _MAX_ACKED_TURNS:
+                        self._acked_turns.popitem(last=False)
+                counts["traces"] += 1
+            elif (span.attributes or {}).get("langfuse.observation.type") == "generation":
+                counts["generations"] += 1
+            else:
+                counts["spans"] += 1
+        with self._lock:
+            self.counts.update(counts)
 
     def _on_export_drop(self, count: int, reason: str) -> None:
         with self._lock:

@@ -86,6 +86,7 @@ _SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-k
 
 Compression = Literal["gzip", "none"]
 DropCallback = Callable[[int, str], None]
+ExportedCallback = Callable[[Sequence[ReadableSpan]], None]
 
 
 # -- LangFuse wiring helpers --
@@ -110,6 +111,22 @@ def langfuse_headers(
         "x-langfuse-public-key": public_key,
         "x-langfuse-ingestion-version": "4",
     }
+
+
+# Where a LangFuse header's value comes from, for messages about a bad one.
+_HEADER_SOURCES = {
+    "x-langfuse-public-key": " (it is LANGFUSE_PUBLIC_KEY)",
+    "authorization": " (it is built from LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY)",
+}
+
+
+def _header_problem(value: str) -> str | None:
+    """Why ``value`` cannot be sent as an HTTP header value, or None."""
+    if not value.isascii():
+        return "holds a non-ASCII character"
+    if any(c in value for c in "\r\n\0") or not value.isprintable():
+        return "holds a line break or control character"
+    return None
 
 
 def _langfuse_version() -> str:
@@ -432,6 +449,7 @@ class HttpxOTLPSpanExporter(SpanExporter):
         max_retry_after: float = 30.0,
         client: httpx.Client | None = None,
         on_drop: DropCallback | None = None,
+        on_exported: ExportedCallback | None = None,
     ) -> None:
         if compression not in ("gzip", "none"):
             raise ValueError(f"compression must be 'gzip' or 'none', got {compression!r}")
@@ -448,6 +466,11 @@ class HttpxOTLPSpanExporter(SpanExporter):
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
 
+        for name, value in headers.items():
+            problem = _header_problem(value)
+            if problem:
+                # Never the value: it may be (or hold) a key.
+                raise ValueError(f"header {name} {problem}{_HEADER_SOURCES.get(name.lower(), '')}")
         self._endpoint = endpoint
         self._where = _display_url(endpoint)
         self._compression: Compression = compression
@@ -467,6 +490,7 @@ class HttpxOTLPSpanExporter(SpanExporter):
         self._backoff_max = float(backoff_max)
         self._max_retry_after = float(max_retry_after)
         self._on_drop = on_drop
+        self._on_exported = on_exported
 
         # One lock guards counters, the abort epoch, the in-flight count and the warn-once set.
         # The condition lets retry waits and shutdown() sleep until something changes.
@@ -526,6 +550,7 @@ class HttpxOTLPSpanExporter(SpanExporter):
         if stopped:
             self._drop(len(batch), "shutdown")
             return SpanExportResult.FAILURE
+        self._local.cause = None
         try:
             return SpanExportResult.SUCCESS if self._send(batch) else SpanExportResult.FAILURE
         except Exception as exc:
@@ -625,6 +650,7 @@ class HttpxOTLPSpanExporter(SpanExporter):
         if outcome == "ok":
             with self._lock:
                 self._exported_spans += len(spans)
+            self._exported(spans)
             return all_encodable
         if outcome == "too_large":
             if len(spans) > 1:
@@ -770,8 +796,10 @@ class HttpxOTLPSpanExporter(SpanExporter):
                         raise
                     # The server said 2xx before the body broke: the spans were taken.
         except httpx.HTTPError as exc:
-            cause = type(exc).__name__
-            self._note_error(f"{cause}: {exc}" if str(exc) else cause)
+            name = type(exc).__name__
+            self._note_error(f"{name}: {exc}" if str(exc) else name)
+            cause = f"{transport_cause(exc, self._timeout_s)} ({name})"
+            self._local.cause = cause
             return None, None, cause
         except RuntimeError:
             # httpx refuses a closed client with RuntimeError; anything else is a bug.
@@ -781,15 +809,20 @@ class HttpxOTLPSpanExporter(SpanExporter):
             return None, None, "client closed"
         if not 200 <= status < 300:
             self._note_error(f"HTTP {status}")
+            self._local.cause = f"HTTP {status}"
         return status, retry_after, f"HTTP {status}"
 
     def _aborted(self) -> str:
-        self._note_error("aborted")
+        # Name what the export was struggling with when it was cut short: "aborted" alone says
+        # nothing about a refused connection, a TLS handshake to a plain-HTTP port ...
+        cause = getattr(self._local, "cause", None)
+        self._note_error(f"aborted after: {cause}" if cause else "aborted")
         self._warn_once(
-            "aborted",
-            "Span export to %s was aborted (shutdown or flush deadline); its spans were "
+            f"aborted:{cause}",
+            "Span export to %s was aborted (shutdown or flush deadline)%s; its spans were "
             "dropped. Further aborted exports are counted in stats(), not logged.",
             self._where,
+            f" while failing with: {cause}" if cause else "",
         )
         return "aborted"
 
@@ -838,6 +871,19 @@ class HttpxOTLPSpanExporter(SpanExporter):
                     self._scrub(str(exc)),
                 )
 
+    def _exported(self, spans: Sequence[ReadableSpan]) -> None:
+        if self._on_exported is None:
+            return
+        try:
+            self._on_exported(spans)
+        except Exception as exc:
+            self._warn_once(
+                f"on_exported:{type(exc).__name__}",
+                "on_exported callback raised %s: %s",
+                type(exc).__name__,
+                self._scrub(str(exc)),
+            )
+
     def _note_error(self, text: str) -> None:
         text = self._scrub(text)[:200]
         with self._lock:
@@ -854,6 +900,42 @@ class HttpxOTLPSpanExporter(SpanExporter):
         for secret in self._secrets:
             text = text.replace(secret, "[REDACTED]")
         return text
+
+
+def transport_cause(exc: BaseException, timeout_s: float | None = None) -> str:
+    """What went wrong on the way to the host, in words an operator can act on."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror):
+            return "DNS lookup failed (the host name does not resolve)"
+        if isinstance(current, ssl.SSLError):
+            reason = getattr(current, "reason", None) or type(current).__name__
+            hint = (
+                ": is that port plain HTTP? then use http://"
+                if reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL")
+                else ""
+            )
+            return f"TLS handshake failed ({reason}){hint}"
+        if isinstance(current, ConnectionRefusedError) or (
+            isinstance(current, OSError) and current.errno == errno.ECONNREFUSED
+        ):
+            return "connection refused (nothing listens on that host and port)"
+        if isinstance(current, ConnectionResetError):
+            return "connection reset by the host"
+        current = current.__cause__ or current.__context__
+    if isinstance(exc, httpx.TimeoutException):
+        within = f" within {timeout_s:g}s" if timeout_s else ""
+        return f"timed out (no answer{within})"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the host did not answer with HTTP"
+    text = str(exc)
+    if "Connection refused" in text:
+        return "connection refused (nothing listens on that host and port)"
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return "DNS lookup failed (the host name does not resolve)"
+    return "the connection failed"
 
 
 def _secret_values(headers: Mapping[str, str]) -> list[str]:
@@ -1026,7 +1108,7 @@ class _InterruptibleBackend(httpcore.NetworkBackend):
             except OSError as exc:
                 sock.close()
                 last = exc
-        raise httpcore.ConnectError(str(last) if last else f"no address for {host!r}")
+        raise httpcore.ConnectError(str(last) if last else f"no address for {host!r}") from last
 
     def _connect(self, sock: socket.socket, address: Any, deadline: float | None) -> None:
         # Non-blocking connect, then wait for writability in slices: a SYN that is never
