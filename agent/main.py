@@ -261,10 +261,10 @@ def _print_compute(rows: list[dict[str, Any]]) -> None:
             continue
         cost = d.get("estimated_cost_usd")
         t.add_row(
-            r["event_type"],
-            str(ident),
-            str(hw),
-            str(d.get("backend") or ""),
+            Text(r["event_type"]),
+            Text(str(ident)),
+            Text(str(hw)),
+            Text(str(d.get("backend") or "")),
             "" if secs is None else f"{secs:.3f}",
             "" if d.get("create_latency_s") is None else f"{d['create_latency_s']:.4f}",
             "unknown" if cost is None else f"{cost:.6f}",
@@ -447,8 +447,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         c.add_column(col, justify="left" if col in ("session", "user", "started") else "right")
     for row in summary.get("session_costs", []):
         c.add_row(
-            str(row["session_id"] or "")[:12] + ("" if row["ended"] else " (open)"),
-            str(row["user_id"] or ""),
+            Text(str(row["session_id"] or "")[:12] + ("" if row["ended"] else " (open)")),
+            Text(str(row["user_id"] or "")),
             str(row["started"] or "")[:19],
             str(row["llm_calls"]),
             f"{row['llm_cost_usd']:.6f}",
