@@ -5,7 +5,10 @@
     ml-intern events   summary|tail|show [--telemetry-dir DIR] [--json] [--trace-id ID]
     ml-intern observability check [--ping] | preview [--redact SPEC] [--file CALL.json]
 
-Exit codes: 0 success, 1 the work (or a ``check --ping``) failed, 2 bad usage or configuration.
+    every command also takes -v/--verbose (INFO) and --debug (DEBUG, with a warning)
+
+Exit codes: 0 success (an empty answer included, with a notice), 1 the work (or a
+``check --ping``) failed, 2 bad usage or configuration (a message, never a traceback).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
+logger = logging.getLogger("agent.main")
+
 
 class UsageError(Exception):
     """Bad input from the user: printed without a traceback, exit code 2."""
@@ -41,7 +46,27 @@ class UsageError(Exception):
 # -- argument parsing --
 
 
+DEBUG_WARNING = (
+    "--debug: DEBUG logs of litellm and the provider SDKs (openai, httpx, langfuse ...) hold "
+    "prompts, replies and request headers, API keys included; redaction does not apply to "
+    "logs. Do not share them."
+)
+
+
+def _log_flags(p: argparse.ArgumentParser, *, default: Any) -> None:
+    # Also on every subcommand (`ml-intern demo --debug`); there the default is SUPPRESS, so an
+    # absent flag does not undo the same flag given before the subcommand.
+    p.add_argument("-v", "--verbose", action="store_true", default=default, help="log at INFO")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="log at DEBUG (litellm and provider SDK debug logs hold prompts and headers)",
+    )
+
+
 def _common(p: argparse.ArgumentParser, *, observability: bool = True) -> None:
+    _log_flags(p, default=argparse.SUPPRESS)
     p.add_argument("--config", help="TOML config file (default: ./ml-intern.toml if present)")
     p.add_argument(
         "--telemetry-dir",
@@ -73,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ml-intern",
         description="An ML agent with HF Dataset telemetry and opt-in LangFuse forwarding.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    _log_flags(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run the offline demo session (no network, no API key)")
@@ -146,9 +171,14 @@ def _config(args: argparse.Namespace, **extra: Any) -> AgentConfig:
         "flush_timeout_s": getattr(args, "flush_timeout", None),
         **extra,
     }
-    return AgentConfig.load(
+    config = AgentConfig.load(
         getattr(args, "config", None), **{k: v for k, v in overrides.items() if v is not None}
     )
+    logger.debug(
+        "where each setting came from: %s",
+        {name: config.source(name) for name in type(config).model_fields},
+    )
+    return config
 
 
 def _check_writable(directory: Path) -> None:
@@ -360,6 +390,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         problem = llm.model_problem(config.model)
         if problem:
             raise UsageError(problem)
+    if args.restore and not Path(args.restore).is_file():
+        raise UsageError(f"--restore {args.restore}: no such file")
     _check_writable(config.telemetry_dir)
     return asyncio.run(_run(args, config))
 
@@ -383,10 +415,11 @@ def cmd_events(args: argparse.Namespace) -> int:
             print(json.dumps(summary, indent=2, default=str))
         else:
             _print_summary(summary)
+        _data_notices(directory)
         return EXIT_OK
     if args.events_command == "tail":
-        if args.limit < 1:
-            raise UsageError("--limit must be at least 1")
+        if not 1 <= args.limit <= MAX_TAIL:
+            raise UsageError(f"--limit must be between 1 and {MAX_TAIL:,}")
         rows = queries.tail(directory, limit=args.limit, session_ids=sessions)
     else:
         if not args.trace_id and not args.session_id:
@@ -397,15 +430,46 @@ def cmd_events(args: argparse.Namespace) -> int:
             )
         rows = queries.rows(directory, trace_id=args.trace_id, session_ids=sessions)
         if not rows:
+            # An empty answer is an answer, not a failure (exit 1 means the work failed).
             if args.json:
                 print("[]")
-            err.print("no events match")
-            return EXIT_FAIL
+            what = f"trace {args.trace_id}" if args.trace_id else f"session {args.session_id}"
+            _notice(f"no events of {what} in {directory / 'data'}")
+            _data_notices(directory)
+            return EXIT_OK
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
     else:
         _print_rows(rows)
+    _data_notices(directory)
     return EXIT_OK
+
+
+MAX_TAIL = 1_000_000
+
+
+def _notice(message: str) -> None:
+    err.print(f"[dim]notice:[/dim] {escape(message)}", highlight=False)
+
+
+def _data_notices(directory: Path) -> None:
+    """Say what the query skipped or could not add up, instead of dropping it silently."""
+    from agent.core import queries
+
+    problems = queries.data_problems(directory)
+    if problems["skipped_lines"]:
+        n = problems["skipped_lines"]
+        _notice(
+            f"{n} line{'s' if n > 1 else ''} in {directory / 'data'} "
+            f"{'are' if n > 1 else 'is'} not a valid row (corrupt or cut short) and "
+            f"{'were' if n > 1 else 'was'} skipped"
+        )
+    if problems["non_numeric"]:
+        n = problems["non_numeric"]
+        _notice(
+            f"{n} row{'s' if n > 1 else ''} in {directory / 'data'} {'have' if n > 1 else 'has'} "
+            "a token count or cost that is not a number; counted as 0"
+        )
 
 
 def _is_hex(value: str, length: int) -> bool:
@@ -555,9 +619,12 @@ def cmd_observability(args: argparse.Namespace) -> int:
     policy = build_policy(config)
     try:
         record = load_call_record(args.file) if args.file else sample_call_record()
+        result = preview(record, policy)
+        json.dumps(result, default=str)  # what is printed below must encode
+    except RecursionError:
+        raise UsageError(f"--file {args.file}: the call is nested too deeply to show") from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"--file {args.file}: {exc}") from exc
-    result = preview(record, policy)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return EXIT_OK
@@ -620,12 +687,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _tolerate_no_temp_dir()
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    # litellm logs every provider exception at ERROR with a banner; ours are reported cleanly.
-    logging.getLogger("LiteLLM").setLevel(logging.CRITICAL)
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
+    if args.debug:
+        _warn(DEBUG_WARNING)
+        logging.getLogger("LiteLLM").setLevel(logging.DEBUG)
+    else:
+        # litellm logs every provider exception at ERROR with a banner; ours are reported
+        # cleanly.
+        logging.getLogger("LiteLLM").setLevel(logging.CRITICAL)
+    logger.info("ml-intern %s (log level %s)", args.command, logging.getLevelName(level))
     handlers = {
         "demo": cmd_demo,
         "run": cmd_run,

@@ -11,6 +11,7 @@ re-raised to the caller unchanged; telemetry errors never are.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -172,7 +173,24 @@ def model_problem(model: str, *, need_key: bool = True) -> str | None:
         missing = env.get("missing_keys") or []
         if missing:
             return f"model {model!r} ({provider}) needs {', '.join(missing)} in the environment"
+        blank = _blank_provider_keys(provider)
+        if blank:
+            return f"model {model!r} ({provider}) needs {', '.join(blank)}, which is set but empty"
     return None
+
+
+def _blank_provider_keys(provider: str) -> list[str]:
+    """The provider's key variables (``OPENAI_API_KEY`` ...) when every one of them is set but
+    empty: litellm counts a variable that is set as present, and the call then fails late."""
+    prefix = provider.upper().replace("-", "_") + "_"
+    keys = {
+        name: value
+        for name, value in os.environ.items()
+        if name.startswith(prefix) and name.endswith(("_KEY", "_TOKEN"))
+    }
+    if not keys or any(value.strip() for value in keys.values()):
+        return []
+    return sorted(keys)
 
 
 def _ms(started: float) -> float:

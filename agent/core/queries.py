@@ -47,9 +47,12 @@ def source_sql(directory: str | Path) -> str:
     if jsonl:
         # An explicit file list, not a glob: a directory named like a glob (a[b]) still works.
         files = "[" + ", ".join(_quote(p) for p in jsonl) + "]"
+        # ignore_errors turns a corrupt line into a row of NULLs: not a row (data_problems
+        # counts them, so the CLI can say so).
         parts.append(
             f"SELECT {cols} FROM read_json({files}, format='newline_delimited', "
-            f"columns={schema.duckdb_columns_sql()}, ignore_errors=true)"
+            f"columns={schema.duckdb_columns_sql()}, ignore_errors=true) "
+            "WHERE event_id IS NOT NULL"
         )
     parquet = sorted(_files(directory, PARQUET_GLOB))
     if parquet:
@@ -210,3 +213,43 @@ def tail(
 ) -> list[dict[str, Any]]:
     """The ``limit`` most recent events, oldest first."""
     return list(reversed(rows(directory, session_ids=session_ids, limit=limit, newest_first=True)))
+
+
+# The numbers the summary adds up: a value that is not a number there is counted as 0.
+SUMMED_FIELDS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost_usd",
+    "estimated_cost_usd",
+)
+
+
+def data_problems(directory: str | Path) -> dict[str, int]:
+    """What the queries skip or cannot add up: ``skipped_lines`` (JSON Lines that are not a row:
+    corrupt, cut short, not JSON) and ``non_numeric`` (rows whose token or cost field is not a
+    number). One more pass over the files; for notices, not for the results themselves."""
+    out = {"skipped_lines": 0, "non_numeric": 0}
+    con = duckdb.connect()
+    try:
+        jsonl = sorted(_files(directory, JSONL_GLOB))
+        if jsonl:
+            files = "[" + ", ".join(_quote(p) for p in jsonl) + "]"
+            # Each line as one text value (no delimiter, quote or escape can occur in it).
+            (bad,) = con.execute(
+                f"SELECT count(*) FROM read_csv({files}, columns={{'line': 'VARCHAR'}}, "
+                "delim=chr(1), quote='', escape='', header=false, auto_detect=false) "
+                "WHERE trim(line) <> '' AND (NOT json_valid(line) OR json_type(line) <> 'OBJECT' "
+                "OR line->>'$.event_id' IS NULL)"
+            ).fetchall()[0]
+            out["skipped_lines"] = int(bad)
+        checks = " OR ".join(
+            f"(data->>'{f}' IS NOT NULL AND {_num(f)} IS NULL)" for f in SUMMED_FIELDS
+        )
+        (non_numeric,) = con.execute(
+            f"SELECT count(*) FROM {source_sql(directory)} WHERE {checks}"
+        ).fetchall()[0]
+        out["non_numeric"] = int(non_numeric)
+    finally:
+        con.close()
+    return out
