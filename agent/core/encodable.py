@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from datetime import datetime
 from typing import Any
 
 __all__ = ["REPLACEMENT", "encodable", "encodable_text", "id_bytes"]
@@ -51,18 +52,54 @@ def encodable(value: Any) -> tuple[Any, int]:
     return _fix(value)
 
 
+# Leaf types with no strings inside (datetimes: the records' timestamps).
+_SCALARS = frozenset({int, float, bool, type(None), datetime})
+
+
 def _needs_fix(v: Any) -> bool:
     """A read-only walk: does any string (value or key) hold a surrogate?"""
+    # Why (performance): this runs on every record the forwarder sends, and nearly always finds
+    # nothing. String and scalar leaves are handled inline (no call per leaf), and ASCII
+    # strings cost one O(1) isascii() each.
     t = type(v)
     if t is str:
         return not v.isascii() and _SURROGATE.search(v) is not None
     if t is dict or isinstance(v, dict):
-        return any((type(k) is str and _needs_fix(k)) or _needs_fix(x) for k, x in v.items())
+        for k, x in v.items():
+            if type(k) is str and not k.isascii() and _SURROGATE.search(k) is not None:
+                return True
+            tx = type(x)
+            if tx is str:
+                if not x.isascii() and _SURROGATE.search(x) is not None:
+                    return True
+            elif tx not in _SCALARS and _needs_fix(x):
+                return True
+        return False
     if t is list or t is tuple or isinstance(v, list | tuple):
-        return any(_needs_fix(x) for x in v)
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return any(_needs_fix(getattr(v, f.name)) for f in dataclasses.fields(v))
-    return False
+        for x in v:
+            tx = type(x)
+            if tx is str:
+                if not x.isascii() and _SURROGATE.search(x) is not None:
+                    return True
+            elif tx not in _SCALARS and _needs_fix(x):
+                return True
+        return False
+    if t in _SCALARS:
+        return False
+    names = _FIELD_NAMES.get(t)
+    if names is None and dataclasses.is_dataclass(v) and not isinstance(v, type):
+        names = _field_names(t)
+    return names is not None and any(_needs_fix(getattr(v, name)) for name in names)
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(t: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(t)
+    if names is None:
+        names = _FIELD_NAMES[t] = tuple(f.name for f in dataclasses.fields(t))
+    return names
 
 
 def _fix(v: Any) -> tuple[Any, int]:
