@@ -92,13 +92,10 @@ def display_url(url: str) -> str:
     """``url`` without userinfo, query or fragment: what may appear in a message or a log."""
     try:
         parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
     except ValueError:
         return "<invalid URL>"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else "<no scheme>"
+    host_and_port = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host_and_port}{parts.path}" if parts.scheme else "<no scheme>"
 
 
 def _has_userinfo(url: str) -> bool:
