@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -683,10 +684,20 @@ def _tolerate_no_temp_dir() -> None:
         _warn(f"no usable temporary directory ({exc.strerror or exc}); is the disk full?")
 
 
+def _tolerate_unencodable_output() -> None:
+    """A reply or a name may hold a code point the terminal's encoding cannot take (a lone
+    surrogate from a non-UTF-8 file name): print an escape for it, never die mid-output."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict":
+            with contextlib.suppress(AttributeError, ValueError, OSError):
+                stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _tolerate_no_temp_dir()
+    _tolerate_unencodable_output()
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(level)
