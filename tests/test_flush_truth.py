@@ -126,7 +126,7 @@ def test_flush_waits_for_litellms_thread_pool(tmp_path: Path, slow_pool: _SlowLo
         _call(obs)
         assert obs.flush(timeout=0.3) is False  # the pool still holds the callback
         assert obs.flush(timeout=5) is True
-        assert [s["name"] for s in fake.spans] == ["llm.main"]
+        assert [s["name"] for s in fake.spans if s["name"].startswith("llm.")] == ["llm.main"]
         report = obs.shutdown(timeout=5)["langfuse"]
     assert report["dropped"] == {} and report["completed_in_time"] is True
 
@@ -141,7 +141,7 @@ def test_shutdown_too_short_for_litellm_reports_the_call_as_dropped(
         slow_pool.done.wait(5)
         time.sleep(0.2)
         spans = fake.spans
-    assert spans == []
+    assert [s for s in spans if s["name"].startswith("llm.")] == []
     assert report["dropped"] == {"litellm_callback_pending": 1}, report
     assert report["completed_in_time"] is False
 
