@@ -66,6 +66,16 @@ def test_userinfo_in_the_host_is_refused_and_never_printed(
     assert PASSWORD not in strict.out + strict.err + caplog.text
 
 
+def test_userinfo_in_the_traces_endpoint_override_is_refused_too() -> None:
+    env = {
+        **FULL,
+        "ML_INTERN_OTLP_TRACES_ENDPOINT": f"http://ops:{PASSWORD}@127.0.0.1:4318/v1/traces",
+    }
+    warnings, error = gate_messages(env)
+    assert "ML_INTERN_OTLP_TRACES_ENDPOINT holds a user name or password" in error
+    assert PASSWORD not in error + " ".join(warnings)
+
+
 @pytest.mark.parametrize(
     ("host", "shown"),
     [

@@ -243,8 +243,16 @@ def resolve_gate(config: AgentConfig) -> GateDecision:
     host_label = _label(config, "langfuse_host")
     norm_host, error, host_warnings = check_host(host, host_label)
     warnings.extend(host_warnings)
+    endpoint = config.langfuse_traces_endpoint
+    endpoint_problem = (
+        f"{_label(config, 'langfuse_traces_endpoint')} holds a user name or password; it is "
+        "refused and not repeated here (the LangFuse keys are sent as headers)"
+        if endpoint and _has_userinfo(endpoint)
+        else None
+    )
     for problem in (
         error,
+        endpoint_problem,
         _key_problem(public_key, _label(config, "langfuse_public_key"), secret=False),
         _key_problem(secret, _label(config, "langfuse_secret_key"), secret=True),
         _environment_problem(config),
