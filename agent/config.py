@@ -109,6 +109,8 @@ ENV_VARS: dict[str, str] = {
     "langfuse_media_upload_thread_count": "LANGFUSE_MEDIA_UPLOAD_THREAD_COUNT",
     "langfuse_tracing_enabled": "LANGFUSE_TRACING_ENABLED",
     "langfuse_debug": "LANGFUSE_DEBUG",
+    "hf_user_id": "ML_INTERN_HF_USER_ID",
+    "langfuse_media_upload": "ML_INTERN_LANGFUSE_MEDIA_UPLOAD",
 }
 # Further names of a setting's environment variable, after the one in ENV_VARS.
 ENV_ALIASES: dict[str, tuple[str, ...]] = {"langfuse_host": ("LANGFUSE_BASE_URL",)}
@@ -139,7 +141,7 @@ SDK_ENVIRONMENT: dict[str, str] = {
     "LANGFUSE_FLUSH_INTERVAL": "langfuse_flush_interval_s: validated, passed",
     "LANGFUSE_MAX_BATCH_SIZE_BYTES": "read at import (score batches): validated as a whole number",
     "LANGFUSE_PROMPT_CACHE_DEFAULT_TTL_SECONDS": "read at import: validated as a whole number",
-    "LANGFUSE_MEDIA_UPLOAD_ENABLED": "read by the SDK (it takes no argument); any value is safe",
+    "LANGFUSE_MEDIA_UPLOAD_ENABLED": "overridden: langfuse_media_upload decides (default off)",
     "LANGFUSE_OTEL_COMPRESSION": _EXPORTER_ONLY,
     "LANGFUSE_OTEL_MAX_BATCH_SIZE_BYTES": _EXPORTER_ONLY,
     "LANGFUSE_OTEL_TRACES_EXPORT_PATH": _EXPORTER_ONLY,
@@ -213,6 +215,16 @@ class AgentConfig(BaseModel):
     )
     context_token_budget: int = Field(default=6_000, ge=256)
     max_steps: int = Field(default=8, ge=1, le=100)
+    hf_user_id: Literal["keep", "hash"] = Field(
+        default="keep",
+        description="HF Dataset rows: the raw user id, or the same HMAC pseudonym LangFuse gets "
+        "(session ids too when the redaction policy hashes them); needs redact_hmac_key",
+    )
+    langfuse_media_upload: bool = Field(
+        default=False,
+        description="forward inline media through LangFuse's media API (bytes go to the upload "
+        "URL the LangFuse server returns) instead of replacing it by a marker",
+    )
 
     # -- LangFuse (the gate in agent.core.observability checks hosts, keys and names) --
     # Not in repr: a host may hold a password (user:pw@, refused by the gate) and swapped keys

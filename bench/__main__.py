@@ -118,6 +118,11 @@ def _redaction_table(res: dict[str, Any]) -> list[str]:
         f"slower ({adv[worst]['mb_s']:.0f} MB/s) | <= {T_ADVERSARIAL:.0f} x: "
         f"{_mark(adv[worst]['slowdown'] <= T_ADVERSARIAL)} |"
     )
+    for name, v in (res.get("catalogue") or {}).items():
+        lines.append(
+            f"| scrub 1 MB, {name} (interleaved; median / mean) | {v['mb_s_median']:.0f} / "
+            f"{v['mb_s_mean']:.0f} MB/s | - |"
+        )
     for spec, sec in res["record"].items():
         lines.append(f"| redact(record), realistic call, {spec} | {sec * 1e6:.0f} us | - |")
     lines.append(

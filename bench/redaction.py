@@ -110,6 +110,35 @@ def adversarial_inputs(size: int = MB) -> dict[str, str]:
         "letters then '!'": _fill("a", size - 1) + "!",
         "whitespace run": " " * size,
         "tabs/newlines run": _fill(" \t\n\r", size),
+        # -- one per anchor of the catalogue's passes (agent.core.secret_catalogue) --
+        "'-a' run (gate passes)": _fill("-a", size),
+        "'-abc' run": _fill("-abc", size),
+        "'_ab' run": _fill("_ab", size),
+        "'x.yy' run": _fill("x.yy", size),
+        "'://a:' run": _fill("://a:", size),
+        "'1:AA' run": _fill("1:AA", size),
+        "'12345:' run (pgpass, telegram)": _fill("12345:", size),
+        "'AIza' run": _fill("AIza", size),
+        "'eyJa.' run": _fill("eyJa.", size),
+        "'mysql -u x ' run": _fill("mysql -u x ", size),
+        "'BEGIN ' run": _fill("BEGIN ", size),
+        "'8Q~' run": _fill("abc8Q~", size),
+        "';base64,' run": _fill(";base64,", size),
+        "data: URL, 1 MB of base64": "data:image/png;base64," + _fill("iVBORw0KGgo", size - 22),
+        "'sig=' run": _fill("?sig=", size),
+        "'kkk' run": _fill("k", size),
+        "'ccc' run": _fill("c", size),
+        "'cookie: ' run": _fill("cookie: x\n", size),
+        "'machine x login ' run": _fill("machine x login ", size),
+        "'pwd ' run": _fill("pwd ", size),
+        "'authorization: ' run": _fill("authorization: ", size),
+        "'--password ' run": _fill("--password ", size),
+        "'-u a:' run": _fill("-u a:", size),
+        "'\\u0041' escapes": _fill("\\u0041", size),
+        "'\\\\u0041' escapes": _fill("\\\\u0041", size),
+        "zero-width run": _fill("\u200bx", size),
+        "full-width run": _fill("\uff48\uff46\uff3f", size),
+        "'@a.bc ' run (pii off)": _fill("@a.bc ", size),
         "random printable": "".join(
             random.Random(3).choices(
                 "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-=:\"' ",
@@ -178,6 +207,63 @@ def scrub_throughput(quick: bool = False) -> dict[str, Any]:
             "slowdown": statistics.median(ratios),
         }
     return {"ordinary": ordinary, "adversarial": adversarial}
+
+
+def catalogue_cost(quick: bool = False) -> dict[str, Any]:
+    """What the bigger catalogue costs: MB/s on the ordinary 1 MB text for the kinds of the first
+    release alone (same engine), the full default catalogue, the catalogue with 4 and 16 known
+    values (the value scrub), and with the opt-in pii group, timed in interleaved rounds (drift on a
+    noisy machine lands on every configuration alike); mean and median over rounds."""
+    from agent.core.known_secrets import KnownSecrets
+    from agent.core.redact import GROUPS, Scrubber, pattern_names
+
+    first = {
+        "hf_token",
+        "openai_key",
+        "anthropic_key",
+        "github_token",
+        "aws_access_key_id",
+        "bearer_token",
+        "pem_private_key",
+        "secret_assignment",
+    }
+    rng = random.Random(5)
+    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    # 4: a typical deployment (provider key, HF token, LangFuse secret key, HMAC key); 16: many.
+    known4, known16 = KnownSecrets(), KnownSecrets()
+    for i in range(16):
+        value = "".join(rng.choices(letters, k=40))
+        known16.add(value)
+        if i < 4:
+            known4.add(value)
+    configs = {
+        "first-release kinds (8)": Scrubber(
+            disabled=[n for n in pattern_names(default_only=True) if n not in first], known=None
+        ),
+        "full catalogue": Scrubber(known=None),
+        "full catalogue + 4 known values": Scrubber(known=known4),
+        "full catalogue + 16 known values": Scrubber(known=known16),
+        "full catalogue + pii": Scrubber(enabled=["pii"], known=None),
+    }
+    assert "pii" in GROUPS
+    text = ordinary_text(MB)
+    rounds = 5 if quick else 15
+    samples: dict[str, list[float]] = {k: [] for k in configs}
+    for s in configs.values():
+        s.scrub_text(text)  # warm
+    for r in range(rounds):
+        order = list(configs)[r % len(configs) :] + list(configs)[: r % len(configs)]
+        for name in order:
+            t0 = time.perf_counter()
+            configs[name].scrub_text(text)
+            samples[name].append(time.perf_counter() - t0)
+    return {
+        name: {
+            "mb_s_median": 1 / statistics.median(v),
+            "mb_s_mean": 1 / statistics.mean(v),
+        }
+        for name, v in samples.items()
+    }
 
 
 def _clean_cache_max_len() -> int:
@@ -286,6 +372,7 @@ def hf_sink_rate(quick: bool = False) -> dict[str, float]:
 def run(quick: bool = False) -> dict[str, Any]:
     return {
         "scrub": scrub_throughput(quick),
+        "catalogue": catalogue_cost(quick),
         "record": record_redaction(quick),
         "hf": hf_sink_rate(quick),
     }

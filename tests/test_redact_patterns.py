@@ -136,9 +136,9 @@ POSITIVE: list[tuple[str, str, str, str]] = [
     ),
     (
         "secret_assignment",
-        "my_passphrase: open sesame",  # unquoted: up to the first space
-        "open",
-        "my_passphrase: [REDACTED:secret_assignment] sesame",
+        "my_passphrase: open sesame\nnext",  # the password family: to the end of the line
+        "open sesame",
+        "my_passphrase: [REDACTED:secret_assignment]\nnext",
     ),
     (
         "secret_assignment",
@@ -195,8 +195,9 @@ def test_ordinary_text_is_left_alone(text: str) -> None:
     assert DEFAULT_SCRUBBER.scrub_text(text)[1] == {}
 
 
-def test_every_default_pattern_has_a_positive_case() -> None:
-    assert {p.name for p in DEFAULT_PATTERNS} == {name for name, *_ in POSITIVE}
+def test_the_historical_kinds_keep_their_names() -> None:
+    names = {p.name for p in DEFAULT_PATTERNS}
+    assert {name for name, *_ in POSITIVE} <= names
 
 
 def test_scrub_is_idempotent() -> None:
@@ -264,9 +265,9 @@ def test_extra_patterns_extend_the_set() -> None:
 
 
 def test_extra_pattern_group_keeps_the_rest_of_the_match() -> None:
-    extra = SecretPattern.compile("session_cookie", r"sessionid=([0-9a-f]{8,})", group=1)
-    assert Scrubber(extra=[extra]).scrub_text("Cookie: sessionid=deadbeef01")[0] == (
-        "Cookie: sessionid=[REDACTED:session_cookie]"
+    extra = SecretPattern.compile("session_ref", r"sessionid=([0-9a-f]{8,})", group=1)
+    assert Scrubber(extra=[extra]).scrub_text("see sessionid=deadbeef01")[0] == (
+        "see sessionid=[REDACTED:session_ref]"
     )
 
 
@@ -434,8 +435,9 @@ def test_ordinary_text_throughput_sanity() -> None:
     assert _best_time(text, runs=3) < 0.1  # >= 10 MB/s even on a loaded CI machine
 
 
-def test_builtin_regexes_start_with_a_literal() -> None:
+def test_builtin_passes_start_with_a_literal() -> None:
     # What keeps them fast: `re` only uses its literal-prefix search when a pattern starts with
-    # a literal (a leading \b or character class disables it).
-    for p in DEFAULT_PATTERNS:
-        assert re.match(r"[A-Za-z0-9_\-]", p.regex.pattern), p.name
+    # a literal (a leading \b or character class disables it). Every default pass has one.
+    for p in DEFAULT_SCRUBBER._passes:
+        assert p.anchor, p.rx.pattern[:80]
+        assert p.rx.pattern.startswith(re.escape(p.anchor)), p.anchor

@@ -150,8 +150,8 @@ def test_empty_spec_is_the_default_preset() -> None:
             f: str(a) for f, a in PRESETS["default"].items()
         }
     d = default_policy().describe()
-    assert d["user_id"] == "keep"
-    assert all(d[f] == "scrub" for f in FIELDS if f != "user_id")
+    assert d["user_id"] == "keep" and d["session_id"] == "keep"
+    assert all(d[f] == "scrub" for f in FIELDS if f not in ("user_id", "session_id"))
 
 
 def test_spec_items_fields_metadata_patterns_and_whitespace() -> None:
@@ -229,7 +229,7 @@ def test_hash_without_a_key_is_an_error_naming_the_env_var(spec: str, item: str)
 
 
 def test_hash_without_a_key_is_fine_when_no_field_uses_hash() -> None:
-    p = RedactionPolicy.from_spec("preset=strict, user_id=keep")
+    p = RedactionPolicy.from_spec("preset=strict, user_id=keep, session_id=keep")
     assert p.actions["user_id"] == Action("keep")
     assert RedactionPolicy.from_spec("preset=metadata-only", hmac_key=None).hmac_key is None
 
@@ -258,12 +258,13 @@ def test_presets_are_what_the_docs_say() -> None:
     def d(name: str) -> dict[str, str]:
         return {f: str(a) for f, a in PRESETS[name].items()}
 
-    default = {f: "scrub" for f in FIELDS} | {"user_id": "keep"}
+    ids = {"user_id": "keep", "session_id": "keep"}
+    default = {f: "scrub" for f in FIELDS} | ids
     assert d("default") == default
     assert d("no-tool-io") == default | {"tool_calls": "drop", "tool_results": "drop"}
-    metadata_only = {f: "drop" for f in FIELDS} | {"model_parameters": "scrub", "user_id": "keep"}
+    metadata_only = {f: "drop" for f in FIELDS} | {"model_parameters": "scrub"} | ids
     assert d("metadata-only") == metadata_only
-    assert d("strict") == metadata_only | {"user_id": "hash"}
+    assert d("strict") == metadata_only | {"user_id": "hash", "session_id": "hash"}
     assert set(PRESETS) == {"default", "no-tool-io", "metadata-only", "strict"}
 
 
@@ -460,7 +461,10 @@ def test_default_policy_scrubs_every_field_and_keeps_structure() -> None:
         assert s not in blob
     assert out.messages[0]["content"] == "sys [REDACTED:hf_token]"
     assert out.messages[1]["content"][0] == {"type": "text", "text": "look [REDACTED:openai_key]"}
-    assert out.messages[1]["content"][1] == r.messages[1]["content"][1]  # image: nothing to scrub
+    # Inline media never leaves by default: a marker with its type, size and hash.
+    image = out.messages[1]["content"][1]
+    assert image["type"] == "image_url"
+    assert image["image_url"]["url"].startswith("[MEDIA:image/png bytes=8 sha256=")
     assert out.messages[2]["reasoning_content"] == "thinking about [REDACTED:aws_access_key_id]"
     assert json.loads(out.messages[2]["tool_calls"][0]["function"]["arguments"]) == {
         "cmd": "echo [REDACTED:aws_access_key_id]"
@@ -483,6 +487,7 @@ def test_default_policy_scrubs_every_field_and_keeps_structure() -> None:
         "openai_key": 3,
         "aws_access_key_id": 2,
         "secret_assignment": 2,
+        "inline_media": 1,
     }
     assert report.failures == 0
     # Everything else on the record is untouched.
@@ -827,8 +832,10 @@ def test_a_raising_pattern_fails_the_value_closed() -> None:
     assert out.error_message == FAILED
     assert report.failures > 0
     assert HF not in strings(out) and OPENAI not in strings(out)
-    # Structure still survives a failure.
-    assert structure(out) == structure(full_call())
+    # The shape survives a failure: message count, roles and part types (a fixed vocabulary).
+    # Names and ids are scrubbed too, so they fail closed like content.
+    assert [m["role"] for m in out.messages] == [m["role"] for m in full_call().messages]
+    assert out.model == FAILED
 
 
 def test_a_raising_scrubber_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -967,7 +974,8 @@ class Plant:
         if secret and self.draw(st.booleans()):
             planted, must_go = self.draw(SECRETS)
             self.secrets.extend(must_go)
-            parts.insert(self.draw(st.integers(0, len(parts))), planted)
+            # A line of its own: a password's value runs to the end of its line.
+            parts.insert(self.draw(st.integers(0, len(parts))), planted + "\n")
         return " ".join(parts)
 
 

@@ -172,6 +172,7 @@ class HFDatasetSink:
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         push_thread: bool = True,
+        row_hook: Any = None,
     ) -> None:
         self.directory = Path(directory)
         self.data_dir = self.directory / "data"
@@ -184,6 +185,8 @@ class HFDatasetSink:
         self.schedule = PushSchedule(push_interval_s, push_jitter, clock=clock, rng=rng)
         self._wall_clock = wall_clock
         self._api = api
+        # Applied to each row before it is scrubbed (user / session pseudonyms, hf_user_id=hash).
+        self._row_hook = row_hook
         self._shard_id = uuid.uuid4().hex[:12]
         self._queue: deque[Event] = deque()
         self._pending: deque[bytes] = deque()  # serialised lines awaiting a successful write
@@ -356,7 +359,10 @@ class HFDatasetSink:
     def _serialise(self, event: Event) -> bytes | None:
         try:
             issues = schema.SchemaIssues()
-            row = scrub_obj(schema.to_row(event, issues))
+            row = schema.to_row(event, issues)
+            if self._row_hook is not None:
+                row = self._row_hook(row)  # user / session pseudonyms (hf_user_id=hash)
+            row = scrub_obj(row)
             line = json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n"
             if issues:
                 self._count_issues(event, issues)

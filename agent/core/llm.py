@@ -20,6 +20,7 @@ from typing import Any
 import litellm
 
 from agent.core import telemetry
+from agent.core.known_secrets import KNOWN_SECRETS
 from agent.core.session import Session
 from agent.core.telemetry import METADATA_KEY, CallContext
 
@@ -54,6 +55,7 @@ def _kwargs(
     user_md: dict[str, Any],
     litellm_kwargs: dict[str, Any],
 ) -> dict[str, Any]:
+    _learn_secrets(litellm_kwargs)
     kwargs: dict[str, Any] = {
         "model": model,
         "messages": list(messages),
@@ -66,6 +68,26 @@ def _kwargs(
         kwargs["stream"] = True
         kwargs.setdefault("stream_options", {"include_usage": True})
     return kwargs
+
+
+def _learn_secrets(litellm_kwargs: dict[str, Any]) -> None:
+    """The call's own credentials are scrubbed by value everywhere from now on (both pipelines),
+    whatever they look like: ``api_key=`` and credential headers."""
+    from agent.core.redact import SECRET_KEY_RE
+
+    KNOWN_SECRETS.add(litellm_kwargs.get("api_key"))
+    for name in ("extra_headers", "headers"):
+        headers = litellm_kwargs.get(name)
+        if not isinstance(headers, dict):
+            continue
+        for key, value in headers.items():
+            if (
+                isinstance(key, str)
+                and isinstance(value, str)
+                and (SECRET_KEY_RE.fullmatch(key.lower()) or key.lower() == "x-api-key")
+            ):
+                KNOWN_SECRETS.add(value)
+                KNOWN_SECRETS.add(value.partition(" ")[2])  # "Bearer <token>"
 
 
 async def complete(
@@ -106,7 +128,13 @@ async def complete(
             response = litellm.stream_chunk_builder(chunks, messages=kwargs["messages"])
     except BaseException as exc:
         telemetry.record_llm_call_error(
-            session, ctx, exc, model=model, latency_ms=_ms(started), stream=stream
+            session,
+            ctx,
+            exc,
+            model=model,
+            latency_ms=_ms(started),
+            stream=stream,
+            messages=kwargs["messages"],
         )
         raise
     finally:
@@ -147,7 +175,13 @@ def complete_sync(
             response = litellm.stream_chunk_builder(chunks, messages=kwargs["messages"])
     except BaseException as exc:
         telemetry.record_llm_call_error(
-            session, ctx, exc, model=model, latency_ms=_ms(started), stream=stream
+            session,
+            ctx,
+            exc,
+            model=model,
+            latency_ms=_ms(started),
+            stream=stream,
+            messages=kwargs["messages"],
         )
         raise
     telemetry.record_llm_call(

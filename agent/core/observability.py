@@ -401,6 +401,7 @@ class Observability:
         malformed redaction spec, and for a telemetry directory that cannot be created.
         """
         config = config or AgentConfig.load()
+        _learn_secrets(config)
         gate = resolve_gate(config)
         for warning in gate.warnings:
             guard.warn_once(f"gate:{warning}", "%s", warning)
@@ -434,7 +435,11 @@ class Observability:
             token=config.hub_token.get_secret_value() if config.hub_token else None,
             push_interval_s=config.hub_push_interval_s,
             push_jitter=config.hub_push_jitter,
+            row_hook=hf_row_hook(config),
         )
+        from agent.core import log_scrub
+
+        log_scrub.install()  # again: loggers of the modules imported since
         return cls(config, hf_sink=hf_sink, forwarder=forwarder, gate=gate, extra_sinks=extra_sinks)
 
     @property
@@ -534,7 +539,9 @@ def build_policy(config: AgentConfig) -> Any:
 
     key = config.redact_hmac_key.get_secret_value() if config.redact_hmac_key else None
     try:
-        return RedactionPolicy.from_spec(config.redact, hmac_key=key)
+        return RedactionPolicy.from_spec(
+            config.redact, hmac_key=key, media_upload=config.langfuse_media_upload
+        )
     except RedactionSpecError as exc:
         raise ConfigError(f"redact: {exc}") from exc
 
@@ -743,3 +750,38 @@ def ping_langfuse(
             status=status,
         )
     )
+
+
+def _learn_secrets(config: AgentConfig) -> None:
+    """Secrets of this process are scrubbed by value in both pipelines (agent.core.known_secrets)."""
+    from agent.core import log_scrub
+    from agent.core.known_secrets import KNOWN_SECRETS
+
+    log_scrub.install()  # and none in log records either
+    KNOWN_SECRETS.refresh_env()
+    KNOWN_SECRETS.add(config.hub_token)
+    KNOWN_SECRETS.add(config.redact_hmac_key)
+
+
+def hf_row_hook(config: AgentConfig) -> Any:
+    """The HF rows' pseudonyms for ``hf_user_id=hash`` (None for ``keep``): the same HMAC
+    pseudonym LangFuse gets for the user, and for the session when the policy hashes it."""
+    from agent.core.pseudonym import HFRowPseudonyms
+
+    if config.hf_user_id != "hash":
+        if config.redact and "strict" in config.redact.lower().replace(" ", ""):
+            guard.warn_once(
+                "hf-user-id-keep-strict",
+                "redaction is strict but hf_user_id is 'keep': the HF rows hold raw user ids "
+                "next to the trace ids, which maps LangFuse pseudonyms back to users; set "
+                "hf_user_id=hash (ML_INTERN_HF_USER_ID=hash)",
+            )
+        return None
+    if config.redact_hmac_key is None:
+        raise ConfigError(
+            "hf_user_id=hash pseudonymises HF rows with HMAC-SHA256 and needs a key: set "
+            "ML_INTERN_REDACT_HMAC_KEY (or redact_hmac_key)"
+        )
+    policy = build_policy(config)
+    key = config.redact_hmac_key.get_secret_value().encode("utf-8")
+    return HFRowPseudonyms(key, sessions=policy.actions["session_id"].kind == "hash")

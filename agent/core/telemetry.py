@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from agent.core import guard, pricing
-from agent.core.redact import scrub
+from agent.core.error_text import content_strings, error_details, safe_error_text
 from agent.core.session import Event, Session, new_id, utcnow
 
 logger = logging.getLogger(__name__)
@@ -243,14 +243,16 @@ def record_llm_call_error(
     model: str,
     latency_ms: float,
     stream: bool = False,
+    messages: Any = None,
 ) -> Event | None:
-    """One ``llm_call_error`` row for a failed call; the message is scrubbed of secrets."""
+    """One ``llm_call_error`` row for a failed call: the error's type, HTTP status and provider
+    code, and its message without the call's content (``messages``), quotes or secrets
+    (``agent.core.error_text``)."""
     with guard.guarded("record_llm_call_error"):
         data = {
             "model": model,
             "latency_ms": round(latency_ms, 3),
-            "error_type": type(error).__name__,
-            "error_message": scrub(str(error))[:2000],
+            **error_details(error, quoted=content_strings(messages)),
             "stream": stream,
         }
         return _emit(session, _call_event(ctx, "llm_call_error", data))
@@ -346,7 +348,8 @@ def record_tool_call(
             "tool_call_id": tool_call_id,
         }
         if error is not None:
-            data["error"] = scrub(error)[:2000]
+            # Tool errors quote their arguments (paths, tokens): none of that goes to the row.
+            data["error"] = safe_error_text(error, quoted=content_strings([arguments, result]))
         return _emit(
             session,
             _event(session, "tool_call", data, payload={"arguments": arguments, "result": result}),

@@ -57,11 +57,13 @@ from litellm.integrations.custom_logger import CustomLogger
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
 from agent.core import guard
+from agent.core.callbacks.media_upload import configure_media
 from agent.core.callbacks.otlp_httpx import HttpxOTLPSpanExporter
 from agent.core.callbacks.record import CallerContext, CallRecord, ScoreRecord, SpanRecord
 from agent.core.callbacks.redaction import RedactionPolicy, RedactionReport, redact
 from agent.core.encodable import encodable, id_bytes
 from agent.core.redact import scrub
+from agent.core.known_secrets import KNOWN_SECRETS
 from agent.core.session import Event, TraceLink
 from agent.core.telemetry import METADATA_KEY, CallContext, usage_fields
 
@@ -511,6 +513,8 @@ class _Turn:
     session_id: str | None
     user_id: str | None
     turn_index: int
+    # What `session.id` carries (redacted: scrubbed, or a pseudonym under session_id=hash).
+    wire_session_id: str | None = None
     lo: datetime | None = None  # the earliest start among the turn and its children
     hi: datetime | None = None  # the latest end
     started: bool = False  # turn_start seen
@@ -799,6 +803,9 @@ class LangfuseForwardingLogger(CustomLogger):
             debug=bool(settings.debug),
             tracing_enabled=True,  # the gate never builds a forwarder while it is off
         )
+        # Inline media: off unless the operator turned LangFuse's media upload on (counted).
+        configure_media(self.client, enabled=self.policy.media_upload, counts=self.counts)
+        KNOWN_SECRETS.add(settings.secret_key)
         resources = getattr(self.client, "_resources", None)
         if resources is not None:
             # The SDK's own exit hook flushes with no timeout; ours is bounded.
@@ -1189,6 +1196,7 @@ class LangfuseForwardingLogger(CustomLogger):
             red.trace_id, parent, red.session_id, red.turn_index, red.user_id, red.caller_trace
         )
         if turn is not None:
+            turn.wire_session_id = red.wire_session_id
             turn.add_call(red)
         caller = red.caller
         span = self._start_span(
@@ -1199,7 +1207,7 @@ class LangfuseForwardingLogger(CustomLogger):
             start_time=red.start_time,
         )
         if not red.caller_trace:
-            self._who(span, session_id=red.session_id, user_id=red.user_id)
+            self._who(span, session_id=red.wire_session_id, user_id=red.user_id)
         failed = red.error_type is not None or red.output is None
         metadata: dict[str, Any] = {
             **{k: v for k, v in (red.metadata or {}).items() if k != "trace_metadata"},
@@ -1266,6 +1274,7 @@ class LangfuseForwardingLogger(CustomLogger):
             trace_id, parent, red.session_id, ti, red.user_id, event.langfuse_caller_trace
         )
         if turn is not None:
+            turn.wire_session_id = red.wire_session_id
             turn.cover(red.start_time or red.timestamp, red.timestamp)
         self._child_span(red, report, trace_id, parent, event.langfuse_caller_trace)
 
@@ -1336,6 +1345,7 @@ class LangfuseForwardingLogger(CustomLogger):
         turn.parent_id = event.langfuse_parent_id
         turn.caller_trace = event.langfuse_caller_trace
         turn.user_id = red.user_id
+        turn.wire_session_id = red.wire_session_id
         self._open(key, turn)
         return turn
 
@@ -1444,7 +1454,7 @@ class LangfuseForwardingLogger(CustomLogger):
             return
         from langfuse._client.attributes import _serialize_metadata_value
 
-        self._who(span, session_id=turn.session_id, user_id=turn.user_id)
+        self._who(span, session_id=turn.wire_session_id, user_id=turn.user_id)
         attrs: dict[str, Any] = {
             "langfuse.trace.name": turn.trace_name or self.trace_name,
             "langfuse.trace.metadata.turn_index": _serialize_metadata_value(turn.turn_index),
@@ -1478,7 +1488,7 @@ class LangfuseForwardingLogger(CustomLogger):
             start_time=red.start_time or red.timestamp,
         )
         if not caller_trace:
-            self._who(span, session_id=red.session_id, user_id=red.user_id)
+            self._who(span, session_id=red.wire_session_id, user_id=red.user_id)
         if red.event_type == "session_end" and not caller_trace and span.is_recording():
             # The session's rollup as metadata of its last trace (written once, by this span;
             # a caller's trace keeps its own metadata: the rollup is this event's metadata).
@@ -1736,7 +1746,7 @@ def _span_record(event: Event) -> SpanRecord:
     out: Any = None
     in_field = out_field = None
     level = "DEFAULT"
-    status = None
+    status = status_field = None
     if t == "turn_start":
         inp, in_field = payload.get("user_message"), "user_messages"
         name = "turn"
@@ -1748,8 +1758,11 @@ def _span_record(event: Event) -> SpanRecord:
         inp, in_field = payload.get("arguments"), "tool_calls"
         out, out_field = payload.get("result"), "tool_results"
         start = event.timestamp - timedelta(milliseconds=float(data.get("duration_ms") or 0))
+        # A tool's error text quotes its arguments and output: it is a tool result (dropped
+        # under no-tool-io), never plain metadata.
+        error = data.pop("error", None)
         if not data.get("ok", True):
-            level, status = "ERROR", data.get("error")
+            level, status, status_field = "ERROR", error, "tool_results"
     elif t == "hf_job_submit":
         name = "hf_job.submit"
         inp, in_field = payload.get("command"), "tool_calls"
@@ -1778,6 +1791,7 @@ def _span_record(event: Event) -> SpanRecord:
         metadata=data,
         status_message=status,
         level=level,
+        status_field=status_field,
     )
 
 

@@ -68,6 +68,9 @@ class CallRecord:
     parent_id: str | None = None
     caller_trace: bool = False
     caller: CallerContext = field(default_factory=CallerContext)
+    # What ``session.id`` carries on the wire, set by ``redact()`` (the id scrubbed, or its
+    # pseudonym under ``session_id=hash``). ``session_id`` itself stays raw: ids are derived from it.
+    wire_session_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,12 @@ class SpanRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     status_message: str | None = None
     level: str = "DEFAULT"
+    # The redaction field that governs ``status_message`` (None: ``error_message``). A tool's
+    # error text quotes its arguments and output, so it is ``tool_results``.
+    status_field: str | None = None
+    # What ``session.id`` carries on the wire, set by ``redact()`` (the id scrubbed, or its
+    # pseudonym under ``session_id=hash``). ``session_id`` itself stays raw: ids are derived from it.
+    wire_session_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,3 +118,6 @@ class ScoreRecord:
     session_id: str | None = None
     user_id: str | None = None
     comment: str | None = None
+    # What ``session.id`` carries on the wire, set by ``redact()`` (the id scrubbed, or its
+    # pseudonym under ``session_id=hash``). ``session_id`` itself stays raw: ids are derived from it.
+    wire_session_id: str | None = None

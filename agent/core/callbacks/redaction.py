@@ -24,7 +24,8 @@ Spec grammar (``RedactionPolicy.from_spec``; the ``ML_INTERN_REDACT`` setting)::
     item   := "preset=" PRESET            applied first, whatever its position; at most one
             | FIELD "=" ACTION            FIELD in FIELDS
             | "metadata." KEY "=" ACTION  one metadata key (KEY is case-sensitive)
-            | "patterns.off=" NAME ("+" NAME)*   switch built-in secret patterns off
+            | "patterns.off=" NAME ("+" NAME)*   switch secret kinds (or whole groups) off
+            | "patterns.on=" NAME ("+" NAME)*    switch off-by-default kinds on (pii)
             | "hook=" DOTTED              package.module:function or package.module.function
     ACTION := keep | scrub | truncate:N | hash | drop      (N >= 1)
 
@@ -70,7 +71,10 @@ from typing import Any
 
 from agent.core import guard
 from agent.core.callbacks.record import CallRecord, ScoreRecord, SpanRecord
-from agent.core.redact import DEFAULT_PATTERNS, Scrubber, SecretPattern
+from agent.core.error_text import content_strings, strip_content
+from agent.core.known_secrets import KNOWN_SECRETS
+from agent.core.media import replace_media_dict
+from agent.core.redact import CATALOGUE, GROUPS, Scrubber, SecretPattern, pattern_names
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +82,7 @@ __all__ = [
     "ACTIONS",
     "FAILED",
     "FIELDS",
+    "FIELD_ATTRIBUTES",
     "PRESETS",
     "Action",
     "RedactionPolicy",
@@ -101,7 +106,41 @@ FIELDS: tuple[str, ...] = (
     "user_id",
     "model_parameters",
     "feedback_comment",
+    "session_id",
 )
+
+# Where each field's content reaches on the wire: (observation, attribute) pairs, where an
+# observation is `turn`, `llm.*` (every generation), `tool.*` (every tool span), `hf_job.submit`,
+# `hf_job.complete`, `sandbox.*`, `*` (every observation) or `score`; attributes are OTLP span
+# attributes (`input` is langfuse.observation.input ...) or the score's `comment`. The table in
+# agent/README.md is this one; tests/test_field_attributes.py walks it against the wire.
+FIELD_ATTRIBUTES: dict[str, tuple[tuple[str, str], ...]] = {
+    "system_prompt": (("llm.*", "input"),),
+    "user_messages": (("llm.*", "input"), ("turn", "input")),
+    "assistant_messages": (("llm.*", "input"),),
+    "tool_calls": (
+        ("llm.*", "input"),
+        ("llm.*", "output"),
+        ("tool.*", "input"),
+        ("hf_job.submit", "input"),
+    ),
+    "tool_results": (("llm.*", "input"), ("tool.*", "output"), ("tool.*", "status_message")),
+    "tool_definitions": (("llm.*", "input"),),
+    "completion": (("llm.*", "output"), ("turn", "output")),
+    "reasoning": (("llm.*", "input"), ("llm.*", "output")),
+    "metadata": (
+        ("tool.*", "metadata"),
+        ("hf_job.submit", "metadata"),
+        ("hf_job.complete", "metadata"),
+        ("sandbox.*", "metadata"),
+        ("turn", "metadata"),
+    ),
+    "error_message": (("llm.*", "status_message"), ("hf_job.complete", "status_message")),
+    "user_id": (("*", "user.id"),),
+    "session_id": (("*", "session.id"),),
+    "model_parameters": (("llm.*", "model_parameters"),),
+    "feedback_comment": (("score", "comment"),),
+}
 
 ACTIONS: tuple[str, ...] = ("keep", "scrub", "truncate:N", "hash", "drop")
 
@@ -186,18 +225,21 @@ def _preset(base: Mapping[str, Action], **changes: Action) -> Mapping[str, Actio
     return MappingProxyType(d)
 
 
-_DEFAULT = _preset({f: SCRUB for f in FIELDS}, user_id=KEEP)
-_METADATA_ONLY = _preset({f: DROP for f in FIELDS}, model_parameters=SCRUB, user_id=KEEP)
+_DEFAULT = _preset({f: SCRUB for f in FIELDS}, user_id=KEEP, session_id=KEEP)
+_METADATA_ONLY = _preset(
+    {f: DROP for f in FIELDS}, model_parameters=SCRUB, user_id=KEEP, session_id=KEEP
+)
 
 PRESETS: dict[str, Mapping[str, Action]] = {
     "default": _DEFAULT,
     "no-tool-io": _preset(_DEFAULT, tool_calls=DROP, tool_results=DROP),
     "metadata-only": _METADATA_ONLY,
-    "strict": _preset(_METADATA_ONLY, user_id=HASH),
+    "strict": _preset(_METADATA_ONLY, user_id=HASH, session_id=HASH),
 }
 
-_PATTERN_NAMES: tuple[str, ...] = tuple(dict.fromkeys(p.name for p in DEFAULT_PATTERNS))
-_SPEC_KEYS = (*FIELDS, "metadata.<key>", "preset", "patterns.off", "hook")
+# Kinds and groups a spec may switch (`patterns.off=`, `patterns.on=`).
+_PATTERN_NAMES: tuple[str, ...] = (*pattern_names(), *GROUPS)
+_SPEC_KEYS = (*FIELDS, "metadata.<key>", "preset", "patterns.off", "patterns.on", "hook")
 
 # The message fields content can fall under; a message of unknown role takes the strictest.
 _MESSAGE_FIELDS = ("system_prompt", "user_messages", "assistant_messages", "tool_results")
@@ -259,11 +301,15 @@ class RedactionPolicy:
     actions: Mapping[str, Action] = field(default_factory=lambda: _DEFAULT)
     metadata_actions: Mapping[str, Action] = field(default_factory=dict)
     patterns_off: frozenset[str] = frozenset()
+    patterns_on: frozenset[str] = frozenset()
     extra_patterns: tuple[SecretPattern, ...] = ()
     hmac_key: bytes | None = field(default=None, repr=False)
     hook: Callable[[str, str], str] | None = field(default=None, compare=False, repr=False)
     hook_path: str | None = None
     preset: str = "default"
+    # Inline media forwarded for LangFuse's own upload (the `langfuse_media_upload` setting)
+    # instead of replaced by a marker. Never part of a spec: only the operator's config sets it.
+    media_upload: bool = False
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.actions if f not in FIELDS]
@@ -277,8 +323,11 @@ class RedactionPolicy:
         set_(self, "actions", MappingProxyType(acts))
         set_(self, "metadata_actions", MappingProxyType(md))
         set_(self, "patterns_off", frozenset(self.patterns_off))
+        set_(self, "patterns_on", frozenset(self.patterns_on))
         set_(self, "extra_patterns", tuple(self.extra_patterns))
         set_(self, "hmac_key", _hmac_key(self.hmac_key))
+        if self.hmac_key:
+            KNOWN_SECRETS.add(self.hmac_key)  # never on the wire, whatever the patterns say
         if self.hook is not None and not callable(self.hook):
             raise RedactionSpecError(f"hook must be callable, got {type(self.hook).__name__}")
         hashed = [f for f, a in acts.items() if a.kind == "hash"]
@@ -289,7 +338,10 @@ class RedactionPolicy:
                 f"set {HMAC_KEY_ENV} (or pass hmac_key=...)"
             )
         try:
-            scrubber = Scrubber(disabled=self.patterns_off, extra=self.extra_patterns)
+            # With LangFuse's media upload on, data: URLs reach the SDK (which uploads them);
+            # otherwise they become markers here (see agent.core.media).
+            off = self.patterns_off | ({"inline_media"} if self.media_upload else set())
+            scrubber = Scrubber(disabled=off, enabled=self.patterns_on, extra=self.extra_patterns)
         except (ValueError, TypeError) as exc:
             raise RedactionSpecError(f"patterns: {exc}") from exc
         # Precomputed for `redact`: per-call work is then proportional to the content only.
@@ -309,6 +361,8 @@ class RedactionPolicy:
                 tuple(self.actions.items()),
                 tuple(sorted(self.metadata_actions.items())),
                 self.patterns_off,
+                self.patterns_on,
+                self.media_upload,
                 self.extra_patterns,
                 self.hook_path,
             )
@@ -317,7 +371,13 @@ class RedactionPolicy:
     # -- construction --
 
     @classmethod
-    def from_spec(cls, spec: str | None, *, hmac_key: bytes | str | None = None) -> RedactionPolicy:
+    def from_spec(
+        cls,
+        spec: str | None,
+        *,
+        hmac_key: bytes | str | None = None,
+        media_upload: bool = False,
+    ) -> RedactionPolicy:
         """Parse a spec (see the module docstring). Raises ``RedactionSpecError``."""
         if spec is not None and not isinstance(spec, str):
             raise RedactionSpecError(
@@ -331,6 +391,7 @@ class RedactionPolicy:
         field_items: dict[str, tuple[Action, str]] = {}
         md_items: dict[str, tuple[Action, str]] = {}
         patterns_off: set[str] = set()
+        patterns_on: set[str] = set()
         hook = None
         hook_path = None
         for item in items:
@@ -354,7 +415,7 @@ class RedactionPolicy:
                         f"valid: {', '.join(PRESETS)}"
                     )
                 preset_item, preset_name = item, value.lower()
-            elif lname == "patterns.off":
+            elif lname in ("patterns.off", "patterns.on"):
                 names = [n.strip() for n in value.split("+") if n.strip()]
                 unknown = [n for n in names if n not in _PATTERN_NAMES]
                 if unknown or not names:
@@ -363,7 +424,7 @@ class RedactionPolicy:
                         f"{', '.join(map(repr, unknown)) or '(none given)'}; valid (joined "
                         f"with '+'): {', '.join(_PATTERN_NAMES)}"
                     )
-                patterns_off.update(names)
+                (patterns_off if lname == "patterns.off" else patterns_on).update(names)
             elif lname == "hook":
                 try:
                     hook = _import_hook(value)
@@ -399,7 +460,7 @@ class RedactionPolicy:
             if hashed:
                 first = hashed[0]
                 what = (
-                    f"{first} pseudonymises user_id with HMAC-SHA256"
+                    f"{first} pseudonymises user_id and session_id with HMAC-SHA256"
                     if first.lower().startswith("preset=")
                     else f"{first} hashes with HMAC-SHA256"
                 )
@@ -412,6 +473,8 @@ class RedactionPolicy:
             actions=actions,
             metadata_actions={k: a for k, (a, _) in md_items.items()},
             patterns_off=frozenset(patterns_off),
+            patterns_on=frozenset(patterns_on),
+            media_upload=media_upload,
             hmac_key=key,
             hook=hook,
             hook_path=hook_path,
@@ -453,6 +516,8 @@ class RedactionPolicy:
             actions=actions,
             metadata_actions=md,
             patterns_off=self.patterns_off & other.patterns_off,
+            patterns_on=self.patterns_on | other.patterns_on,
+            media_upload=self.media_upload and other.media_upload,
             extra_patterns=extra,
             hmac_key=self.hmac_key or other.hmac_key,
             hook=hook,
@@ -467,6 +532,8 @@ class RedactionPolicy:
             d[f"metadata.{k}"] = str(self.metadata_actions[k])
         d["preset"] = self.preset
         d["patterns.off"] = "+".join(sorted(self.patterns_off)) or "none"
+        d["patterns.on"] = "+".join(sorted(self.patterns_on)) or "none"
+        d["media_upload"] = "on" if self.media_upload else "off"
         if self.extra_patterns:
             d["patterns.extra"] = "+".join(dict.fromkeys(p.name for p in self.extra_patterns))
         d["hook"] = self.hook_path or ("<callable>" if self.hook else "none")
@@ -486,7 +553,11 @@ class RedactionPolicy:
             if not isinstance(spec, str):
                 raise RedactionSpecError(f"override must be a string, not {type(spec).__name__}")
             result = (
-                self.stricter(RedactionPolicy.from_spec(spec, hmac_key=self.hmac_key)),
+                self.stricter(
+                    RedactionPolicy.from_spec(
+                        spec, hmac_key=self.hmac_key, media_upload=self.media_upload
+                    )
+                ),
                 spec.strip(),
             )
         except Exception as exc:
@@ -505,6 +576,8 @@ class RedactionPolicy:
 
 
 _DEFAULT_POLICY: RedactionPolicy | None = None
+# Replaces inline media only (for fields kept as they are).
+_MEDIA_ONLY = Scrubber(patterns=[r for r in CATALOGUE if r.name == "inline_media"], known=None)
 _METADATA_ONLY_POLICY: RedactionPolicy | None = None
 
 
@@ -560,6 +633,26 @@ _MESSAGE_STRUCT = frozenset({"role", "name", "tool_call_id", "id", "type", "inde
 _TOOL_CALL_STRUCT = frozenset({"id", "type", "index"})
 _PART_STRUCT = frozenset({"type", "id", "name", "tool_use_id", "tool_call_id"})
 _REASONING_KEYS = frozenset({"reasoning_content", "thinking_blocks", "reasoning"})
+# Roles and part / tool types: a fixed vocabulary that cannot hold a secret (kept even when the
+# scrubber fails, so the shape of a conversation survives a failure).
+_VOCABULARY = frozenset(
+    {
+        "system",
+        "developer",
+        "user",
+        "assistant",
+        "tool",
+        "function",
+        "text",
+        "image_url",
+        "input_audio",
+        "file",
+        "image",
+        "tool_use",
+        "tool_result",
+        "thinking",
+    }
+)
 _ROLE_FIELD = {
     "system": "system_prompt",
     "developer": "system_prompt",
@@ -632,6 +725,17 @@ class _Run:
             self.fields[label or field_name] = str(action)
         return out
 
+    def name(self, value: Any) -> Any:
+        """A name or other structural string (model, tool and span names, roles, ids): not
+        content, so no field action applies, but scrubbed of secrets under every policy."""
+        if not isinstance(value, str) or not value or value in _VOCABULARY:
+            return value
+        try:
+            return self.scrubber.scrub_into(value, self.secrets)
+        except Exception as exc:
+            self.fail("name", exc)
+            return FAILED
+
     def fail(self, field_name: str, exc: BaseException) -> None:
         self.failures += 1
         # The exception's message may quote the value: log its type and the field only.
@@ -670,6 +774,9 @@ class _Run:
         if isinstance(v, str):
             if scrub:
                 v = self.scrubber.scrub_into(v, counts)
+            elif not self.policy.media_upload and ";base64," in v:
+                # Inline media never leaves by surprise, even from a field kept as it is.
+                v = _MEDIA_ONLY.scrub_into(v, counts)
             if limit and len(v) > limit:
                 v = f"{v[:limit]}…[TRUNCATED:{len(v) - limit} chars]"
             if hook:
@@ -684,8 +791,13 @@ class _Run:
             return v
         # Why (performance): a plain string leaf with no limit and no hook is handled inline
         # (exactly what the str branch above does for it), saving a call per leaf.
-        plain_leaf = not limit and not hook
+        plain_leaf = not limit and not hook and (scrub or self.policy.media_upload)
         if t is dict or (t is not list and t is not tuple and isinstance(v, Mapping)):
+            if not self.policy.media_upload and "data" in v:
+                media = replace_media_dict(v)
+                if media is not None:  # input_audio, base64 source blocks, inline_data
+                    counts["inline_media"] += 1
+                    v = media
             out: dict[Any, Any] = {}
             for k, x in v.items():
                 marker = (
@@ -722,12 +834,34 @@ class _Run:
 
     # -- users --
 
+    def session_id(self, value: Any) -> Any:
+        """What ``session.id`` carries: the id scrubbed of secrets, ``s_<16 hex>`` (HMAC) under
+        ``hash``, None under ``drop``. Never the hook: an id is not content."""
+        if value is None:
+            return None
+        action = self.acts["session_id"]
+        try:
+            value = value if isinstance(value, str) else str(value)
+            if action.kind == "hash":
+                out = f"s_{self._digest(value)}"
+            elif action.kind == "drop":
+                out = None
+            else:
+                out = self.scrubber.scrub_into(value, self.secrets)
+        except Exception as exc:
+            self.fail("session_id", exc)
+            return FAILED
+        if action.kind in ("hash", "drop"):
+            self.fields["session_id"] = str(action)
+        return out
+
     def user_id(self, value: Any) -> Any:
         if value is None:
             return None
         action = self.acts["user_id"]
         if action.kind == "keep" and self.hook is None and isinstance(value, str):
-            return value
+            # An id is kept, but never with a secret in it (names and ids are always scrubbed).
+            return self.name(value)
         try:
             if not isinstance(value, str):
                 value = str(value)
@@ -772,21 +906,43 @@ class _Run:
             elif k in _REASONING_KEYS:
                 out[k] = self.unit("reasoning", v)
             elif k in _MESSAGE_STRUCT and _plain(v):
-                out[k] = v
+                out[k] = self.name(v)
             else:  # unknown keys may carry content: they follow the message's field
                 out[k] = self.unit(content_field, v)
         return out
 
     def content(self, field_name: str, v: Any) -> Any:
         if isinstance(v, list | tuple):
-            return [self.part(field_name, p) for p in v]
+            return [self.part(field_name, p) for p in self.joined_text_parts(field_name, v)]
         return self.unit(field_name, v)
+
+    def joined_text_parts(self, field_name: str, parts: Any) -> list[Any]:
+        """The parts, with a secret split across text parts replaced in each of them: the model
+        reads a message's text parts as one text, and so does the scrubber."""
+        parts = list(parts)
+        if self.acts[field_name].kind not in ("scrub", "truncate"):
+            return parts
+        at = [
+            i
+            for i, p in enumerate(parts)
+            if isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        ]
+        if len(at) < 2:
+            return parts
+        try:
+            texts = self.scrubber.scrub_parts([parts[i]["text"] for i in at], self.secrets)
+        except Exception as exc:
+            self.fail(field_name, exc)
+            texts = [FAILED] * len(at)
+        for i, text in zip(at, texts, strict=True):
+            parts[i] = {**parts[i], "text": text}
+        return parts
 
     def part(self, field_name: str, p: Any) -> Any:
         if not isinstance(p, Mapping):
             return self.unit(field_name, p)
         return {
-            k: x if k in _PART_STRUCT and _plain(x) else self.unit(field_name, x)
+            k: self.name(x) if k in _PART_STRUCT and _plain(x) else self.unit(field_name, x)
             for k, x in p.items()
         }
 
@@ -803,7 +959,7 @@ class _Run:
                 if k == "function":
                     new[k] = self.function(x, "tool_calls")
                 elif k in _TOOL_CALL_STRUCT and _plain(x):
-                    new[k] = x
+                    new[k] = self.name(x)
                 else:
                     new[k] = self.unit("tool_calls", x)
             out.append(new)
@@ -814,7 +970,8 @@ class _Run:
         if not isinstance(fn, Mapping):
             return self.unit(field_name, fn)
         return {
-            k: x if k == "name" and _plain(x) else self.unit(field_name, x) for k, x in fn.items()
+            k: self.name(x) if k == "name" and _plain(x) else self.unit(field_name, x)
+            for k, x in fn.items()
         }
 
     def tools(self, tools: Iterable[Any]) -> tuple[Any, ...]:
@@ -829,17 +986,17 @@ class _Run:
                 new: dict[str, Any] = {}
                 for k in ("type", "name"):
                     if k in d and _plain(d[k]):
-                        new[k] = d[k]
+                        new[k] = self.name(d[k])
                 fn = d.get("function")
                 if isinstance(fn, Mapping) and _plain(fn.get("name")):
-                    new["function"] = {"name": fn.get("name")}
+                    new["function"] = {"name": self.name(fn.get("name"))}
                 self.fields["tool_definitions"] = "drop"
                 out.append(new)
                 continue
             out.append(
                 {
                     k: (
-                        x
+                        self.name(x)
                         if k in ("type", "name") and _plain(x)
                         else self.function(x, "tool_definitions")
                         if k == "function"
@@ -860,7 +1017,7 @@ class _Run:
         for k, v in d.items():
             action = per_key.get(str(k)) if per_key else None
             label = f"{field_name}.{k}" if action is not None else field_name
-            out[k] = self.unit(field_name, v, action, label=label, key=k)
+            out[self.name(k)] = self.unit(field_name, v, action, label=label, key=k)
         return out
 
     def report(self, override: str | None) -> RedactionReport:
@@ -883,6 +1040,7 @@ def redact(record: Any, policy: RedactionPolicy) -> tuple[Any, RedactionReport]:
     """
     if not isinstance(record, CallRecord | SpanRecord | ScoreRecord):
         raise TypeError(f"redact() cannot handle {type(record).__name__}")
+    KNOWN_SECRETS.refresh_if_stale()
     override_note: str | None = None
     try:
         if not isinstance(policy, RedactionPolicy):
@@ -914,15 +1072,32 @@ def _redact_call(run: _Run, r: CallRecord) -> CallRecord:
         )
     return dataclasses.replace(
         r,
+        model=run.name(r.model),
+        wire_session_id=run.session_id(r.session_id),
         user_id=run.user_id(r.user_id),
         messages=run.messages(r.messages),
         tools=run.tools(r.tools),
         model_parameters=run.keyed("model_parameters", r.model_parameters) or {},
         output=output,
         usage=dict(r.usage),
-        error_message=run.unit("error_message", r.error_message),
+        error_message=run.unit("error_message", _error_without_content(run, r)),
         metadata=run.keyed("metadata", r.metadata, run.policy.metadata_actions) or {},
     )
+
+
+def _error_without_content(run: _Run, r: CallRecord) -> str | None:
+    """A provider's error quotes the request back, possibly cut mid-token (where no pattern can
+    see a secret): the call's own content and quoted spans are taken out of it first (see
+    ``agent.core.error_text``), unless the operator keeps error messages as they are."""
+    if r.error_message is None or run.acts["error_message"].kind == "keep":
+        return r.error_message
+    try:
+        # Scrubbed first, while every token is whole (taking content out may cut one).
+        scrubbed = run.scrubber.scrub_into(r.error_message, run.secrets)
+        return strip_content(scrubbed, content_strings([r.messages, r.tools]))
+    except Exception as exc:
+        run.fail("error_message", exc)
+        return FAILED
 
 
 def _span_field(run: _Run, name: str | None, value: Any) -> Any:
@@ -940,19 +1115,23 @@ def _span_field(run: _Run, name: str | None, value: Any) -> Any:
 def _redact_span(run: _Run, r: SpanRecord) -> SpanRecord:
     return dataclasses.replace(
         r,
+        wire_session_id=run.session_id(r.session_id),
         user_id=run.user_id(r.user_id),
         input=_span_field(run, r.input_field, r.input),
         output=_span_field(run, r.output_field, r.output),
         metadata=run.keyed("metadata", r.metadata, run.policy.metadata_actions) or {},
-        status_message=run.unit("error_message", r.status_message),
+        status_message=run.unit(r.status_field or "error_message", r.status_message),
+        name=run.name(r.name),
     )
 
 
 def _redact_score(run: _Run, r: ScoreRecord) -> ScoreRecord:
     return dataclasses.replace(
         r,
+        wire_session_id=run.session_id(r.session_id),
         user_id=run.user_id(r.user_id),
         comment=run.unit("feedback_comment", r.comment),
+        name=run.name(r.name),
     )
 
 
