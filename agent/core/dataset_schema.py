@@ -191,8 +191,11 @@ EVENTS: dict[str, EventType] = {
                 Field(
                     "error_message",
                     STRING,
-                    "The error message, scrubbed of secrets, at most 2,000 characters.",
+                    "The error message without the call's content, quoted spans or secrets, at "
+                    "most 500 characters (agent/core/error_text.py).",
                 ),
+                Field("http_status", INT64, "The HTTP status of the provider's answer, if any."),
+                Field("error_code", STRING, "The provider's error code (or type), if any."),
                 _STREAM,
             ),
         ),
@@ -204,7 +207,12 @@ EVENTS: dict[str, EventType] = {
                 Field("duration_ms", FLOAT64, "Wall time of the call in milliseconds."),
                 Field("ok", BOOL, "False when the tool raised or was unknown."),
                 Field("tool_call_id", STRING, "The model's id for the call."),
-                Field("error", STRING, "The error, scrubbed of secrets (failed calls only)."),
+                Field(
+                    "error",
+                    STRING,
+                    "The error without the tool's arguments, quoted spans or secrets, at most "
+                    "500 characters (failed calls only).",
+                ),
             ),
         ),
         EventType(

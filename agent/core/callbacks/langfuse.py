@@ -62,8 +62,8 @@ from agent.core.callbacks.otlp_httpx import HttpxOTLPSpanExporter
 from agent.core.callbacks.record import CallerContext, CallRecord, ScoreRecord, SpanRecord
 from agent.core.callbacks.redaction import RedactionPolicy, RedactionReport, redact
 from agent.core.encodable import encodable, id_bytes
-from agent.core.redact import scrub
 from agent.core.known_secrets import KNOWN_SECRETS
+from agent.core.redact import scrub
 from agent.core.session import Event, TraceLink
 from agent.core.telemetry import METADATA_KEY, CallContext, usage_fields
 
