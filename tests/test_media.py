@@ -86,6 +86,7 @@ def test_default_sends_no_media_request_and_no_image_bytes(
         )
         obs = _setup(tmp_path, monkeypatch)
         _call(obs, png, audio)
+        assert obs.flush(15)
         report = obs.shutdown(15)
         raw = wire_bytes(router)
         (gen,) = [s for s in spans_of(router) if s["name"] == "llm.main"]
