@@ -108,7 +108,7 @@ SECRET_KEY_RE: re.Pattern[str] = re.compile(
 
 # Where token rules sit behind an anchor, a cheap look at what follows it first: a token body
 # starts right after the anchor, so a run of separators ("-----", "___") costs one check.
-_GATE = r"(?=[A-Za-z0-9_][A-Za-z0-9_\-+/]{7}|-[A-Za-z0-9_]{2}[A-Za-z0-9_\-+/]{5})"
+_GATE = r"(?=(?:[A-Za-z0-9_]{2}|[A-Za-z0-9_]?-[A-Za-z0-9_])[A-Za-z0-9_\-+/]{5})"
 # Below this length, checking that a pass's anchor occurs at all (`in`) is cheaper than a
 # regex call that finds nothing.
 _PRECHECK_MAX = 8192
@@ -553,10 +553,11 @@ class Scrubber:
     # -- applying --
 
     def _apply(self, text: str, spans: list[Span], counts: Counter[str]) -> str:
-        spans.sort()
+        spans.sort()  # runs already in order (one per pass): cheap
         out: list[str] = []
+        add = out.append
         pos = 0
-        names = self._names
+        hits = [0] * len(self._names)  # per priority; added to `counts` once at the end
         it = iter(spans)
         cur_s, cur_p, cur_e, cur_m = next(it)
         for s, p, e, m in it:
@@ -564,15 +565,19 @@ class Scrubber:
                 if e > cur_e:
                     cur_e = e
                 continue
-            out.append(text[pos:cur_s])
-            out.append(cur_m)
-            counts[names[cur_p]] += 1
+            add(text[pos:cur_s])
+            add(cur_m)
+            hits[cur_p] += 1
             pos = cur_e
             cur_s, cur_p, cur_e, cur_m = s, p, e, m
-        out.append(text[pos:cur_s])
-        out.append(cur_m)
-        counts[names[cur_p]] += 1
-        out.append(text[cur_e:])
+        add(text[pos:cur_s])
+        add(cur_m)
+        hits[cur_p] += 1
+        add(text[cur_e:])
+        names = self._names
+        for p, n in enumerate(hits):
+            if n:
+                counts[names[p]] += n
         return "".join(out)
 
     def scrub_text(self, text: str) -> tuple[str, Counter[str]]:
