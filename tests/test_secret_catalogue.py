@@ -144,6 +144,10 @@ CASES: dict[str, tuple[list[tuple[str, str]], list[str]]] = {
         ],
         ["https://example.com/path", "mailto:bob@example.com"],
     ),
+    "docker_auth": (
+        [('{"auths": {"ghcr.io": {"auth": "' + B64 + '"}}}', B64)],
+        ['{"auth": "oauth"}', '"author": "' + B64 + '"'],
+    ),
     "pgpass_password": ([("db.internal:5432:app:bob:pgpassw0rd\n", "pgpassw0rd")], ["12:30"]),
     "inline_media": (
         [("see data:image/png;base64," + r("iVBORw0KGgo", 400), "iVBORw0KGgo")],
@@ -173,6 +177,7 @@ CASES: dict[str, tuple[list[tuple[str, str]], list[str]]] = {
             ("MYSQL_PWD=mysqlpw1", "mysqlpw1"),
             ("AccountKey=abc+def/ghi==;", "abc+def/ghi=="),
             ("passphrase: correct horse battery staple", "horse battery"),
+            ('<add key="Password" value="xml-attr-pw"/>', "xml-attr-pw"),
             ('{"client_secret"  :   "cs-123"}', "cs-123"),
         ],
         ["max_tokens: 512", "tokenizer: gpt2", "if token == expected:", "monkey=banana"],

@@ -439,6 +439,15 @@ CATALOGUE: tuple[Rule, ...] = (
         description="passwords in URL userinfo (scheme://user:pw@host) and token-only userinfo",
     ),
     Rule(
+        "docker_auth",
+        "config",
+        ":",
+        # ~/.docker/config.json and similar: "auth": "<base64 of user:password>"
+        r'(?<="auth":)[ \t]*+\\?+"([A-Za-z0-9+/]{12,}+={0,2}+)\\?+"',
+        keywords=('"auth":',),
+        description='"auth": "<base64 user:password>" (docker config.json, npm/yarn rc)',
+    ),
+    Rule(
         "pgpass_password",
         "config",
         ":",
@@ -566,6 +575,17 @@ CATALOGUE: tuple[Rule, ...] = (
         lowercase=True,
         keywords=("token", "key"),
         description="…token… / …api_key… / …access_key… / AccountKey … = value",
+    ),
+    Rule(
+        "secret_assignment",
+        "config",
+        "p",
+        # .NET config: <add key="Password" value="..."/>
+        r"""ass(?:w(?:or)?d|phrase)\\?+["'][ \t]++value[ \t]*+=[ \t]*+\\?+["']"""
+        r"""(?!\[redacted:)([^"'\\\n]{1,256}+)""",
+        lowercase=True,
+        keywords=("pass",),
+        description='<add key="Password" value="..."/> (XML attributes)',
     ),
     Rule(
         "secret_assignment",
