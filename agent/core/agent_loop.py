@@ -29,6 +29,7 @@ import litellm
 
 from agent.config import AgentConfig
 from agent.core import llm, telemetry
+from agent.core.messages import message_dict
 from agent.core.session import Session
 from agent.tools.base import Tool, ToolRegistry
 from agent.tools.hf_jobs import LocalJobRunner
@@ -61,22 +62,6 @@ SCRIPTED_MODEL = "openai/gpt-5-mini"
 def _is_effort_rejection(exc: BaseException) -> bool:
     text = str(exc).lower()
     return "reasoning_effort" in text or "reasoning effort" in text
-
-
-def _message_dict(message: Any) -> dict[str, Any]:
-    """An assistant message from a litellm response as a plain chat-format dict."""
-    out: dict[str, Any] = {"role": "assistant", "content": getattr(message, "content", None)}
-    tool_calls = getattr(message, "tool_calls", None)
-    if tool_calls:
-        out["tool_calls"] = [
-            {
-                "id": tc.id,
-                "type": "function",
-                "function": {"name": tc.function.name, "arguments": tc.function.arguments},
-            }
-            for tc in tool_calls
-        ]
-    return out
 
 
 # -- the offline model --
@@ -266,7 +251,7 @@ class Agent:
                 await self._maybe_compact()
                 response = await self._call_main()
                 message = response.choices[0].message
-                self.messages.append(_message_dict(message))
+                self.messages.append(message_dict(message))
                 if not getattr(message, "tool_calls", None):
                     reply = message.content or ""
                     ok = True
@@ -393,7 +378,7 @@ class Agent:
         for _ in range(self.config.max_steps):
             response = await self._call("research", messages, sub_tools.definitions())
             message = response.choices[0].message
-            messages.append(_message_dict(message))
+            messages.append(message_dict(message))
             if not getattr(message, "tool_calls", None):
                 return message.content or ""
             for tc in message.tool_calls:

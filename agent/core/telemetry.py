@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from agent.core import guard, pricing
+from agent.core import guard, messages, pricing
 from agent.core.error_text import content_strings, error_details, safe_error_text
 from agent.core.session import Event, Session, new_id, utcnow
 
@@ -170,20 +170,19 @@ def usage_fields(response: Any) -> dict[str, int]:
             "cache_creation_tokens": 0,
         }
 
-    def get(obj: Any, name: str) -> Any:
-        if obj is None:
-            return None
-        if isinstance(obj, dict):
-            return obj.get(name)
-        return getattr(obj, name, None)
-
-    prompt = int(get(usage, "prompt_tokens") or 0)
-    completion = int(get(usage, "completion_tokens") or 0)
-    total = int(get(usage, "total_tokens") or prompt + completion)
-    details = get(usage, "prompt_tokens_details")
-    cache_read = get(details, "cached_tokens") or get(usage, "cache_read_input_tokens") or 0
+    prompt = int(messages.field(usage, "prompt_tokens") or 0)
+    completion = int(messages.field(usage, "completion_tokens") or 0)
+    total = int(messages.field(usage, "total_tokens") or prompt + completion)
+    details = messages.field(usage, "prompt_tokens_details")
+    cache_read = (
+        messages.field(details, "cached_tokens")
+        or messages.field(usage, "cache_read_input_tokens")
+        or 0
+    )
     cache_creation = (
-        get(details, "cache_creation_tokens") or get(usage, "cache_creation_input_tokens") or 0
+        messages.field(details, "cache_creation_tokens")
+        or messages.field(usage, "cache_creation_input_tokens")
+        or 0
     )
     return {
         "prompt_tokens": prompt,

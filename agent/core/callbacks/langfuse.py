@@ -63,6 +63,7 @@ from agent.core.callbacks.record import CallerContext, CallRecord, ScoreRecord, 
 from agent.core.callbacks.redaction import RedactionPolicy, RedactionReport, redact
 from agent.core.encodable import encodable, id_bytes
 from agent.core.known_secrets import KNOWN_SECRETS
+from agent.core.messages import field, message_dict
 from agent.core.redact import scrub
 from agent.core.session import Event, TraceLink
 from agent.core.telemetry import METADATA_KEY, CallContext, usage_fields
@@ -222,9 +223,9 @@ def langfuse_usage_details(usage: Mapping[str, int]) -> dict[str, int]:
 
 
 def _reasoning_tokens(response: Any) -> int:
-    usage = _get(response, "usage")
-    details = _get(usage, "completion_tokens_details")
-    value = _get(details, "reasoning_tokens") or _get(usage, "reasoning_tokens") or 0
+    usage = field(response, "usage")
+    details = field(usage, "completion_tokens_details")
+    value = field(details, "reasoning_tokens") or field(usage, "reasoning_tokens") or 0
     try:
         return max(0, int(value))
     except (TypeError, ValueError):
@@ -289,42 +290,10 @@ def caller_context(metadata: Mapping[str, Any]) -> tuple[CallerContext, dict[str
 # -- litellm kwargs -> CallRecord (on the caller's thread: cheap, no I/O) --
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
-def _message_out(message: Any) -> dict[str, Any] | None:
-    if message is None:
-        return None
-    out: dict[str, Any] = {"role": _get(message, "role", "assistant") or "assistant"}
-    out["content"] = _get(message, "content")
-    tool_calls = _get(message, "tool_calls") or []
-    if tool_calls:
-        out["tool_calls"] = [
-            {
-                "id": _get(tc, "id"),
-                "type": "function",
-                "function": {
-                    "name": _get(_get(tc, "function"), "name"),
-                    "arguments": _get(_get(tc, "function"), "arguments"),
-                },
-            }
-            for tc in tool_calls
-        ]
-    reasoning = _get(message, "reasoning_content")
-    if reasoning:
-        out["reasoning_content"] = reasoning
-    return out
-
-
 def _plain_message(m: Any) -> dict[str, Any]:
     if isinstance(m, dict):
         return dict(m)
-    return _message_out(m) or {}
+    return message_dict(m) or {}
 
 
 def call_record_from_litellm(
@@ -342,8 +311,8 @@ def call_record_from_litellm(
     output = None
     usage: dict[str, int] = {}
     if not failed:
-        choice = (_get(response, "choices") or [None])[0]
-        output = _message_out(_get(choice, "message"))
+        choice = (field(response, "choices") or [None])[0]
+        output = message_dict(field(choice, "message"))
         usage = usage_fields(response)
         usage["reasoning_tokens"] = _reasoning_tokens(response)
     cost = kwargs.get("response_cost")
