@@ -649,7 +649,8 @@ def cmd_observability(args: argparse.Namespace) -> int:
 def _ping(args: argparse.Namespace, config: AgentConfig, gate: Any) -> Any:
     """``check --ping``: one authenticated round trip. Settings that do not name a LangFuse
     destination are a configuration error (exit 2), not a failed check."""
-    from agent.core.observability import ping_langfuse, traces_endpoint
+    from agent.core.forwarding.ping import ping_langfuse
+    from agent.core.observability import traces_endpoint
 
     if gate.settings is None:
         raise UsageError(

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import uuid
+from types import SimpleNamespace
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -21,9 +22,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from agent.config import AgentConfig
 from agent.core import llm, telemetry
 from agent.core.callbacks.langfuse import trace_id_for, turn_span_id
-from agent.core.callbacks.otlp_httpx import HttpxOTLPSpanExporter
 from agent.core.callbacks.record import ScoreRecord
 from agent.core.encodable import REPLACEMENT, encodable, id_bytes
+from agent.core.forwarding import otlp
 from agent.core.observability import Observability
 from agent.core.session import Session
 from agent.testing.fake_langfuse import FakeLangfuse
@@ -84,9 +85,8 @@ def test_exporter_drops_only_the_span_it_cannot_encode(caplog: pytest.LogCapture
         span.end()
         batch.append(span)
     with FakeLangfuse() as fake:
-        exporter = HttpxOTLPSpanExporter.for_langfuse(
-            base_url=fake.url, public_key="pk-lf-x", secret_key="sk-lf-x", timeout=3.0
-        )
+        keys = SimpleNamespace(host=fake.url, public_key="pk-lf-x", secret_key="sk-lf-x")
+        exporter = otlp.for_langfuse(keys, timeout=3.0)
         try:
             exporter.export(batch)
             stats = exporter.stats()

@@ -8,12 +8,13 @@ import logging
 import socket
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
 from agent.config import AgentConfig, ConfigError
-from agent.core.callbacks.otlp_httpx import HttpxOTLPSpanExporter
+from agent.core.forwarding import otlp
 from agent.core.observability import Observability, resolve_gate
 from agent.testing.fake_langfuse import FakeLangfuse, closed_port
 from tests.cli_helpers import run_cli
@@ -25,6 +26,11 @@ FULL = {
     "LANGFUSE_PUBLIC_KEY": "pk-lf-0123456789",
     "LANGFUSE_SECRET_KEY": SECRET,
 }
+
+
+def keys(host: str, public_key: str = "pk-lf-1") -> SimpleNamespace:
+    """What otlp.for_langfuse reads of the gate's LangfuseSettings."""
+    return SimpleNamespace(host=host, public_key=public_key, secret_key=SECRET)
 
 
 def gate_messages(env: dict[str, str]) -> tuple[list[str], str]:
@@ -119,9 +125,7 @@ def test_keys_from_the_config_file_are_named_by_file_and_key(tmp_path: Path) -> 
 
 def test_an_exporter_refuses_a_header_it_cannot_send_naming_the_variable() -> None:
     with pytest.raises(ValueError, match="LANGFUSE_PUBLIC_KEY") as info:
-        HttpxOTLPSpanExporter.for_langfuse(
-            base_url="http://127.0.0.1:1", public_key="pk-lf-1\r\nX-Evil: 1", secret_key=SECRET
-        )
+        otlp.for_langfuse(keys("http://127.0.0.1:1", "pk-lf-1\r\nX-Evil: 1"))
     assert "X-Evil" not in str(info.value) and SECRET not in str(info.value)
 
 
@@ -139,13 +143,8 @@ def _spans(n: int = 2) -> list[ReadableSpan]:
 
 
 def _export_once(base_url: str, caplog: pytest.LogCaptureFixture, **options) -> str:
-    caplog.set_level(logging.WARNING, logger="agent.core.callbacks.otlp_httpx")
-    exporter = HttpxOTLPSpanExporter.for_langfuse(
-        base_url=base_url,
-        public_key="pk-lf-1",
-        secret_key=SECRET,
-        **{"max_retries": 0, "timeout": 2.0, **options},
-    )
+    caplog.set_level(logging.WARNING, logger="agent.telemetry")
+    exporter = otlp.for_langfuse(keys(base_url), **{"max_retries": 0, "timeout": 2.0, **options})
     try:
         exporter.export(_spans())
     finally:
@@ -195,13 +194,9 @@ def test_an_export_cut_short_by_shutdown_names_what_it_was_failing_with(
 ) -> None:
     import threading
 
-    caplog.set_level(logging.WARNING, logger="agent.core.callbacks.otlp_httpx")
-    exporter = HttpxOTLPSpanExporter.for_langfuse(
-        base_url=f"http://127.0.0.1:{closed_port()}",
-        public_key="pk-lf-1",
-        secret_key=SECRET,
-        max_retries=50,
-        backoff_base=0.2,
+    caplog.set_level(logging.WARNING, logger="agent.telemetry")
+    exporter = otlp.for_langfuse(
+        keys(f"http://127.0.0.1:{closed_port()}"), max_retries=50, backoff_base=0.2
     )
     worker = threading.Thread(target=exporter.export, args=(_spans(),))
     worker.start()

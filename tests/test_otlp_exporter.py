@@ -1,8 +1,8 @@
 """HttpxOTLPSpanExporter at the wire: real sockets (FakeLangfuse on 127.0.0.1) and respx.
 
-Covers the contract in agent/core/callbacks/otlp_httpx.py: wire format and headers, retries
-with backoff and Retry-After, auth failures that warn once and never leak the secret, 413
-splitting, garbage answers, refused and silent hosts, abort/shutdown from another thread.
+Covers the contract in agent/core/forwarding/otlp/: wire format and headers, retries with
+backoff and Retry-After, auth failures that warn once and never leak the secret, 413 splitting,
+garbage answers, refused and silent hosts, shutdown from another thread.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from email.utils import formatdate
 from importlib.metadata import version
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -27,20 +28,20 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
-from agent.core.callbacks.otlp_httpx import (
-    LANGFUSE_TRACES_PATH,
-    HttpxOTLPSpanExporter,
-    langfuse_headers,
-    langfuse_traces_endpoint,
-    parse_retry_after,
-)
+from agent.core.forwarding import otlp
+from agent.core.forwarding.otlp import HttpxOTLPSpanExporter, parse_retry_after
 from agent.testing.fake_langfuse import FakeLangfuse, Reply, closed_port
 from agent.testing.otlp import decode_respx_calls
 
 PK = "pk-lf-test-public"
 SK = "sk-lf-TOPSECRET-0123456789"
-LOGGER = "agent.core.callbacks.otlp_httpx"
+LOGGER = "agent.telemetry"  # agent.core.guard's warn-once
 FAST = {"backoff_base": 0.01, "backoff_max": 0.05, "timeout": 3.0}
+
+
+def settings(host: str, public_key: str = PK) -> SimpleNamespace:
+    """What for_langfuse reads of the gate's LangfuseSettings."""
+    return SimpleNamespace(host=host, public_key=public_key, secret_key=SK)
 
 
 @pytest.fixture
@@ -55,9 +56,7 @@ def make_exporter() -> Iterator[object]:
 
     def make(base_url: str, **kwargs: object) -> HttpxOTLPSpanExporter:
         options = {**FAST, **kwargs}
-        exporter = HttpxOTLPSpanExporter.for_langfuse(
-            base_url=base_url, public_key=PK, secret_key=SK, **options
-        )
+        exporter = otlp.for_langfuse(settings(base_url), **options)
         made.append(exporter)
         return exporter
 
@@ -126,7 +125,7 @@ def test_success_wire_format_headers_and_attributes(fake: FakeLangfuse, make_exp
     assert llm["scope"] == "ml_intern" and llm["end_time_ns"] >= llm["start_time_ns"] > 0
 
     request = fake.otlp_requests[0]
-    assert request.path == LANGFUSE_TRACES_PATH
+    assert request.path == "/api/public/otel/v1/traces"  # LangFuse's path, not ours
     headers = request.headers
     assert headers["content-type"] == "application/x-protobuf"
     assert headers["content-encoding"] == "gzip" and request.body[:2] == b"\x1f\x8b"
@@ -153,10 +152,10 @@ def test_uncompressed_when_asked(fake: FakeLangfuse, make_exporter) -> None:
 
 
 def test_helpers_and_validation() -> None:
-    assert langfuse_traces_endpoint("http://h:3000/") == "http://h:3000/api/public/otel/v1/traces"
+    assert otlp.traces_endpoint("http://h:3000/") == "http://h:3000/api/public/otel/v1/traces"
+    headers = otlp.langfuse_headers(settings("http://h"), sdk_version="9")
     assert (
-        langfuse_headers(public_key="p", secret_key="s", sdk_version="9")["x-langfuse-sdk-version"]
-        == "9"
+        headers["x-langfuse-sdk-version"] == "9" and "x-langfuse-ingestion-version" not in headers
     )
     for bad in ({"compression": "brotli"}, {"timeout": 0}, {"max_retries": -1}):
         with pytest.raises(ValueError):
@@ -326,27 +325,6 @@ def test_413_splits_and_drops_only_the_oversize_span(fake: FakeLangfuse, make_ex
 # -- abort and shutdown --
 
 
-def test_abort_unblocks_an_export_on_a_silent_host(fake: FakeLangfuse, make_exporter) -> None:
-    exporter = make_exporter(fake.url, timeout=30.0)
-    fake.mode = "hang"
-    thread, result = run_in_thread(lambda: exporter.export(spans("h")))
-    assert fake.wait_for_requests(1, timeout=5)
-    time.sleep(0.2)
-    assert thread.is_alive()
-
-    started = time.monotonic()
-    exporter.abort()
-    thread.join(timeout=5)
-    assert not thread.is_alive() and time.monotonic() - started < 2.5
-    assert result == [SpanExportResult.FAILURE]
-    assert exporter.stats()["dropped_by_reason"] == {"aborted": 1}
-
-    # abort() is not shutdown: the next export goes through.
-    fake.mode = "ok"
-    assert exporter.export(spans("after")) is SpanExportResult.SUCCESS
-    assert [s["name"] for s in fake.spans] == ["after"]
-
-
 def test_shutdown_from_another_thread_returns_promptly(fake: FakeLangfuse, make_exporter) -> None:
     exporter = make_exporter(fake.url, timeout=30.0)
     fake.mode = "hang"
@@ -383,7 +361,7 @@ def test_shutdown_interrupts_a_retry_wait(fake: FakeLangfuse, make_exporter) -> 
     assert exporter.stats()["dropped_by_reason"] == {"aborted": 1}
 
 
-def test_abort_unblocks_a_connect_that_is_never_answered(make_exporter) -> None:
+def test_shutdown_unblocks_a_connect_that_is_never_answered(make_exporter) -> None:
     # A listener that never accepts, with its accept queue full: further SYNs go unanswered.
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -410,7 +388,7 @@ def test_abort_unblocks_a_connect_that_is_never_answered(make_exporter) -> None:
         time.sleep(0.3)
         assert thread.is_alive()
         started = time.monotonic()
-        exporter.abort()
+        exporter.shutdown(timeout_millis=5_000)
         thread.join(timeout=5)
         assert not thread.is_alive() and time.monotonic() - started < 2.5
         assert result == [SpanExportResult.FAILURE]
@@ -418,6 +396,34 @@ def test_abort_unblocks_a_connect_that_is_never_answered(make_exporter) -> None:
     finally:
         for filler in fillers:
             filler.close()
+        listener.close()
+
+
+def test_shutdown_unblocks_a_tls_handshake_that_is_never_answered(make_exporter) -> None:
+    # A host that accepts the connection and never says a word: the ClientHello goes unanswered,
+    # so the export blocks inside the TLS handshake (not in an HTTP read).
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+    accepted: list[socket.socket] = []
+    acceptor = threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True)
+    acceptor.start()
+    try:
+        exporter = make_exporter(f"https://127.0.0.1:{port}", timeout=30.0)
+        thread, result = run_in_thread(lambda: exporter.export(spans("t")))
+        acceptor.join(timeout=5)
+        time.sleep(0.3)
+        assert accepted and thread.is_alive()
+        started = time.monotonic()
+        exporter.shutdown(timeout_millis=5_000)
+        thread.join(timeout=5)
+        assert not thread.is_alive() and time.monotonic() - started < 2.5
+        assert result == [SpanExportResult.FAILURE]
+        assert exporter.stats()["dropped_by_reason"] == {"aborted": 1}
+    finally:
+        for sock in accepted:
+            sock.close()
         listener.close()
 
 
@@ -478,7 +484,7 @@ def test_respx_sees_the_exporters_own_transport(make_exporter) -> None:
     base_url = "http://127.0.0.1:9"  # never contacted: respx answers
     exporter = make_exporter(base_url)
     with respx.mock(assert_all_called=True) as router:
-        route = router.post(langfuse_traces_endpoint(base_url)).mock(
+        route = router.post(otlp.traces_endpoint(base_url)).mock(
             side_effect=[httpx.ConnectError("refused"), httpx.Response(503), httpx.Response(200)]
         )
         assert exporter.export(spans("r1", "r2")) is SpanExportResult.SUCCESS
@@ -492,7 +498,7 @@ def test_respx_sees_the_exporters_own_transport(make_exporter) -> None:
 def test_caller_supplied_client_is_used_and_left_open(make_exporter) -> None:
     base_url = "http://127.0.0.1:9"
     with respx.mock() as router, httpx.Client(trust_env=False) as client:
-        route = router.post(langfuse_traces_endpoint(base_url)).respond(200, content=b"\x00junk")
+        route = router.post(otlp.traces_endpoint(base_url)).respond(200, content=b"\x00junk")
         exporter = make_exporter(base_url, client=client)
         assert exporter.export(spans("c")) is SpanExportResult.SUCCESS
         exporter.shutdown()
@@ -504,9 +510,7 @@ def test_langfuse_sdk_exports_through_our_exporter(fake: FakeLangfuse) -> None:
     from langfuse import Langfuse
 
     public_key = f"pk-lf-{uuid.uuid4().hex}"  # the SDK caches one client per public key
-    exporter = HttpxOTLPSpanExporter.for_langfuse(
-        base_url=fake.url, public_key=public_key, secret_key=SK, **FAST
-    )
+    exporter = otlp.for_langfuse(settings(fake.url, public_key), **FAST)
     client = Langfuse(
         public_key=public_key,
         secret_key=SK,

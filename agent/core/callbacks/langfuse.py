@@ -38,7 +38,6 @@ httpx exporter; scores through our own one-object-per-request sender (servers up
 from __future__ import annotations
 
 import atexit
-import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -58,10 +57,10 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
 from agent.core import guard
 from agent.core.callbacks.media_upload import configure_media
-from agent.core.callbacks.otlp_httpx import HttpxOTLPSpanExporter
 from agent.core.callbacks.record import CallerContext, CallRecord, ScoreRecord, SpanRecord
 from agent.core.callbacks.redaction import RedactionPolicy, RedactionReport, redact
 from agent.core.encodable import encodable, id_bytes
+from agent.core.forwarding import otlp
 from agent.core.known_secrets import KNOWN_SECRETS
 from agent.core.messages import field, message_dict
 from agent.core.redact import scrub
@@ -70,7 +69,6 @@ from agent.core.telemetry import METADATA_KEY, CallContext, usage_fields
 
 logger = logging.getLogger(__name__)
 
-OTLP_PATH = "/api/public/otel/v1/traces"
 SCORES_PATH = "/api/public/scores"
 DEFAULT_TRACE_NAME = "ml-intern turn"
 # How long a turn span waits after turn_complete for the turn's last children (litellm calls
@@ -721,21 +719,10 @@ class LangfuseForwardingLogger(CustomLogger):
             id_generator=self._ids,  # type: ignore[arg-type]
             shutdown_on_exit=False,
         )
-        auth = base64.b64encode(f"{settings.public_key}:{settings.secret_key}".encode()).decode()
-        try:
-            from langfuse._version import __version__ as langfuse_version
-        except Exception:  # pragma: no cover - version module moved
-            langfuse_version = "unknown"
-        headers = {
-            "Authorization": f"Basic {auth}",
-            "x-langfuse-sdk-name": "python",
-            "x-langfuse-sdk-version": langfuse_version,
-            "x-langfuse-public-key": settings.public_key,
-        }
-        self.traces_endpoint = traces_endpoint or settings.host + OTLP_PATH
-        self.exporter = span_exporter or HttpxOTLPSpanExporter(
-            endpoint=self.traces_endpoint,
-            headers={**headers, "x-langfuse-ingestion-version": "4"},
+        headers = otlp.langfuse_headers(settings)
+        self.exporter = span_exporter or otlp.for_langfuse(
+            settings,
+            traces_endpoint=traces_endpoint,
             timeout=min(10.0, max(1.0, flush_timeout_s)),
             on_drop=self._on_export_drop,
             on_exported=self._on_exported,
