@@ -9,7 +9,6 @@ short to wait for litellm, the report must say what was lost and why, never ``dr
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -159,22 +158,3 @@ def test_a_call_litellm_never_hands_over_is_counted(tmp_path: Path) -> None:
         assert obs.flush(timeout=2) is True  # counted once, not at every flush
         report = obs.shutdown(timeout=2)["langfuse"]
     assert report["dropped"] == {"no_litellm_callback": 1}, report
-
-
-def test_losing_sight_of_litellms_pool_warns_naming_the_lost_protection(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    from litellm.litellm_core_utils import thread_pool_executor
-
-    from agent.core import guard
-
-    class Moved:  # a litellm version whose pool keeps its backlog elsewhere
-        pass
-
-    monkeypatch.setattr(thread_pool_executor, "executor", Moved())
-    monkeypatch.setattr(guard, "_seen", set())
-    caplog.set_level(logging.WARNING)
-    assert llm.pending_sync_callbacks() == 0
-    assert llm.drain_callbacks(0.1) is True
-    assert "cannot see litellm's sync callback thread pool" in caplog.text
-    assert "may then be lost" in caplog.text

@@ -20,6 +20,7 @@ from typing import Any
 import litellm
 
 from agent.core import telemetry
+from agent.core.internals import litellm as litellm_internals
 from agent.core.known_secrets import KNOWN_SECRETS
 from agent.core.session import Session
 from agent.core.telemetry import METADATA_KEY, CallContext
@@ -248,51 +249,21 @@ def _ms(started: float) -> float:
 _POOL_POLL_S = 0.005
 
 
-def _logging_worker() -> Any:
-    try:
-        from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
-    except Exception:  # pragma: no cover - moved in another litellm version
-        return None
-    return GLOBAL_LOGGING_WORKER
-
-
 def pending_callbacks() -> int:
     """Async callbacks litellm has queued and not run yet."""
-    worker = _logging_worker()
-    try:
-        return int(worker.pending_count) if worker is not None else 0
-    except Exception:
-        return 0
+    return litellm_internals.pending_async_callbacks()
 
 
 def pending_sync_callbacks() -> int:
-    """Tasks litellm's sync logging thread pool has queued or is running (0 when unknown).
-
-    Private state of litellm 1.110 (``BoundedLoggingThreadPoolExecutor``: a semaphore with one
-    slot per queued-or-running task). If it moves, this warns once naming what is lost.
-    """
-    try:
-        from litellm.litellm_core_utils.thread_pool_executor import executor
-
-        return int(executor._max_pending_tasks - executor._pending_slots._value)
-    except Exception as exc:
-        from agent.core import guard
-
-        guard.warn_once(
-            "litellm-sync-pool",
-            "cannot see litellm's sync callback thread pool (%s: %s): flush and shutdown no "
-            "longer wait for the callbacks of the last sync calls, which may then be lost",
-            type(exc).__name__,
-            exc,
-        )
-        return 0
+    """Tasks litellm's sync logging thread pool has queued or is running (0 when unknown)."""
+    return litellm_internals.pending_sync_callbacks()
 
 
 async def adrain_callbacks(timeout: float = 5.0) -> bool:
     """Wait (at most ``timeout`` s) until litellm has run every queued async callback and its
     sync pool is idle. False on timeout."""
     deadline = time.monotonic() + timeout
-    worker = _logging_worker()
+    worker = litellm_internals.logging_worker()
     ok = True
     if worker is not None and pending_callbacks() > 0:
         try:

@@ -61,6 +61,7 @@ from agent.core.callbacks.record import CallerContext, CallRecord, ScoreRecord, 
 from agent.core.callbacks.redaction import RedactionPolicy, RedactionReport, redact
 from agent.core.encodable import encodable, id_bytes
 from agent.core.forwarding import otlp
+from agent.core.internals import litellm as litellm_internals
 from agent.core.known_secrets import KNOWN_SECRETS
 from agent.core.messages import field, message_dict
 from agent.core.redact import scrub
@@ -1756,24 +1757,13 @@ def _span_record(event: Event) -> SpanRecord:
 _register_lock = threading.Lock()
 
 
-# litellm copies entries of ``litellm.callbacks`` into these lists at call time.
-_LITELLM_CALLBACK_LISTS = (
-    "callbacks",
-    "success_callback",
-    "failure_callback",
-    "_async_success_callback",
-    "_async_failure_callback",
-)
 _LITELLM_LANGFUSE_CALLBACKS = ("langfuse", "langfuse_otel")
 
 
 def _filter_litellm_callbacks(keep: Any) -> None:
-    import litellm
-
-    for name in _LITELLM_CALLBACK_LISTS:
-        lst = getattr(litellm, name, None)
-        if isinstance(lst, list):
-            lst[:] = [cb for cb in lst if keep(cb)]
+    # litellm copies entries of ``litellm.callbacks`` into its other lists at call time.
+    for lst in litellm_internals.callback_lists():
+        lst[:] = [cb for cb in lst if keep(cb)]
 
 
 def register(forwarder: LangfuseForwardingLogger) -> None:

@@ -1,9 +1,10 @@
 """Spans to an OTLP/HTTP receiver (a LangFuse host, or a local OpenTelemetry Collector).
 
-``exporter`` (retries, Retry-After, 413 splits, drop accounting), ``retry`` (what each answer
-means), ``transport`` (httpx sockets that a shutdown wakes at once), ``encoding`` (OpenTelemetry's
-protobuf encoder, strict about strings), ``destination`` (the LangFuse traces path and headers,
-defined once). The forwarder calls ``for_langfuse(settings, ...)``.
+``exporter`` (retries, Retry-After, 413 splits), ``ledger`` (drop accounting, warn-once),
+``retry`` (what each answer means), ``transport`` (httpx sockets that a shutdown wakes at
+once), ``encoding`` (OpenTelemetry's protobuf encoder, strict about strings), ``destination``
+(the LangFuse traces path and headers, defined once). The forwarder calls
+``for_langfuse(settings, ...)``.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ import gzip
 import logging
 import math
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,6 +52,7 @@ from agent.core import guard
 from agent.core.forwarding.network import network_cause
 from agent.core.forwarding.otlp import destination
 from agent.core.forwarding.otlp.encoding import encode
+from agent.core.forwarding.otlp.ledger import DropCallback, ExportedCallback, Ledger
 from agent.core.forwarding.otlp.retry import RetryPolicy, parse_retry_after, verdict
 from agent.core.forwarding.otlp.transport import Interrupter, InterruptibleTransport
 
@@ -67,10 +68,6 @@ _SHUTDOWN_GRACE_S = 1.0
 _CONNECT_TIMEOUT_MAX_S = 5.0
 
 Compression = Literal["gzip", "none"]
-DropCallback = Callable[[int, str], None]
-ExportedCallback = Callable[[Sequence[ReadableSpan]], None]
-
-_serials = iter(range(1, 1 << 62))  # one warn-once namespace per exporter
 
 
 @dataclass(frozen=True)
@@ -146,23 +143,21 @@ class HttpxOTLPSpanExporter(SpanExporter):
         self._headers["Content-Type"] = "application/x-protobuf"
         if compression == "gzip":
             self._headers["Content-Encoding"] = "gzip"
-        self._secrets = destination.secret_values(headers)
         self._timeout = httpx.Timeout(timeout, connect=min(timeout, _CONNECT_TIMEOUT_MAX_S))
-        self._on_drop = on_drop
-        self._on_exported = on_exported
-        self._warn_prefix = f"otlp-exporter-{next(_serials)}"
+        self._ledger = Ledger(
+            where=self._where,
+            secrets=destination.secret_values(headers),
+            on_drop=on_drop,
+            on_exported=on_exported,
+        )
 
-        # One lock guards the counters and the in-flight count; the condition lets retry waits
-        # and shutdown() sleep until something changes. The interrupter wakes blocked sockets.
+        # The lock guards the in-flight count; the condition lets retry waits and shutdown()
+        # sleep until something changes. The interrupter wakes sockets blocked in an export.
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._interrupter = Interrupter()
         self._inflight = 0
         self._local = threading.local()  # per export: the cause it is failing with
-        self._counts = {"exported_spans": 0, "dropped_spans": 0, "requests": 0, "retries": 0}
-        self._bytes_sent = 0
-        self._dropped_by_reason: dict[str, int] = {}
-        self._last_error: str | None = None
 
         self._owns_client = client is None
         self._client = client or httpx.Client(
@@ -189,15 +184,15 @@ class HttpxOTLPSpanExporter(SpanExporter):
             if not stopped:
                 self._inflight += 1
         if stopped:
-            self._drop(len(batch), "shutdown")
+            self._ledger.drop(len(batch), "shutdown")
             return SpanExportResult.FAILURE
         self._local.cause = None
         try:
             return SpanExportResult.SUCCESS if self._send(batch) else SpanExportResult.FAILURE
         except Exception as exc:
             # A bug, not a network condition (those never reach here).
-            self._note_error(f"internal error: {type(exc).__name__}")
-            self._warn(
+            self._ledger.note_error(f"internal error: {type(exc).__name__}")
+            self._ledger.warn(
                 f"internal:{type(exc).__name__}",
                 "OTLP span export to %s failed with an internal error; %d span(s) dropped: %s: %s",
                 self._where,
@@ -205,7 +200,7 @@ class HttpxOTLPSpanExporter(SpanExporter):
                 type(exc).__name__,
                 str(exc),
             )
-            self._drop(len(batch), "internal_error")
+            self._ledger.drop(len(batch), "internal_error")
             if guard.strict():
                 raise
             return SpanExportResult.FAILURE
@@ -233,7 +228,7 @@ class HttpxOTLPSpanExporter(SpanExporter):
             if self._owns_client:
                 self._client.close()
         except Exception as exc:
-            self._warn(
+            self._ledger.warn(
                 f"shutdown:{type(exc).__name__}",
                 "OTLP span exporter shutdown for %s hit an internal error: %s: %s",
                 self._where,
@@ -245,13 +240,7 @@ class HttpxOTLPSpanExporter(SpanExporter):
 
     def stats(self) -> dict[str, Any]:
         """A snapshot of the counters (spans, requests, retries, compressed bytes sent)."""
-        with self._lock:
-            return {
-                **self._counts,
-                "dropped_by_reason": dict(self._dropped_by_reason),
-                "bytes_sent": self._bytes_sent,
-                "last_error": self._last_error,
-            }
+        return self._ledger.stats()
 
     # -- sending --
 
@@ -272,8 +261,7 @@ class HttpxOTLPSpanExporter(SpanExporter):
 
         outcome = self._post_with_retries(body)
         if outcome == "ok":
-            self._count("exported_spans", len(spans))
-            self._exported(spans)
+            self._ledger.exported(spans)
             return all_encodable
         if outcome == "too_large" and len(spans) > 1:
             middle = len(spans) // 2
@@ -281,14 +269,14 @@ class HttpxOTLPSpanExporter(SpanExporter):
             second = self._send(spans[middle:])
             return first and second
         if outcome == "too_large":
-            self._warn(
+            self._ledger.warn(
                 "too_large",
                 "%s rejected a single span as too large (HTTP 413, %d bytes encoded); "
                 "dropped. Further oversize spans are counted in stats(), not logged.",
                 self._where,
                 len(body),
             )
-        self._drop(len(spans), outcome)
+        self._ledger.drop(len(spans), outcome)
         return False
 
     def _encodable_only(
@@ -299,8 +287,8 @@ class HttpxOTLPSpanExporter(SpanExporter):
         good = [span for span in spans if _encodes(span)]
         bad = len(spans) - len(good)
         # The exception's text may quote the attribute value: name its type and the count only.
-        self._note_error(f"encode error: {type(exc).__name__}")
-        self._warn(
+        self._ledger.note_error(f"encode error: {type(exc).__name__}")
+        self._ledger.warn(
             f"encode:{type(exc).__name__}",
             "Could not encode %d of %d span(s) as OTLP protobuf (%s); those were dropped and "
             "counted, the others sent. Further encode errors are counted in stats(), not logged.",
@@ -310,13 +298,13 @@ class HttpxOTLPSpanExporter(SpanExporter):
         )
         if not good or not bad:
             # Nothing encodes, or each span does alone but not together: drop the batch.
-            self._drop(len(spans), "encode_error")
+            self._ledger.drop(len(spans), "encode_error")
             return [], None
-        self._drop(bad, "encode_error")
+        self._ledger.drop(bad, "encode_error")
         try:
             return good, encode(good)
         except Exception:
-            self._drop(len(good), "encode_error")
+            self._ledger.drop(len(good), "encode_error")
             return [], None
 
     def _post_with_retries(self, payload: bytes) -> str:
@@ -334,7 +322,7 @@ class HttpxOTLPSpanExporter(SpanExporter):
                 self._warn_outcome(outcome, answer.status)
                 return outcome
             if attempt >= self._retry.max_retries:
-                self._warn(
+                self._ledger.warn(
                     f"exhausted:{answer.cause}",
                     "Span export to %s failed %d time(s) (last: %s); spans dropped. Further "
                     "drops for this cause are counted in stats(), not logged.",
@@ -345,7 +333,7 @@ class HttpxOTLPSpanExporter(SpanExporter):
                 return "retries_exhausted"
             delay = self._retry.delay(attempt, answer.retry_after)
             attempt += 1
-            self._count("retries", 1)
+            self._ledger.retry()
             logger.debug(
                 "span export to %s: %s, retry %d in %.2fs",
                 self._where,
@@ -359,7 +347,7 @@ class HttpxOTLPSpanExporter(SpanExporter):
     def _warn_outcome(self, outcome: str, status: int | None) -> None:
         if outcome == "auth":
             # One warning per exporter for 401 and 403: either way the key pair is wrong.
-            self._warn(
+            self._ledger.warn(
                 "auth",
                 "LangFuse at %s rejected the span export with HTTP %d: check "
                 "LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY (the pair must belong to a "
@@ -369,7 +357,7 @@ class HttpxOTLPSpanExporter(SpanExporter):
                 status,
             )
         elif outcome.startswith("http_"):
-            self._warn(
+            self._ledger.warn(
                 f"status:{status}",
                 "%s answered the span export with HTTP %d; spans dropped without retry. "
                 "Further drops for this status are counted in stats(), not logged.",
@@ -379,9 +367,7 @@ class HttpxOTLPSpanExporter(SpanExporter):
 
     def _attempt(self, payload: bytes) -> _Answer:
         """One POST: its status (None on a transport error), Retry-After and cause."""
-        with self._lock:
-            self._counts["requests"] += 1
-            self._bytes_sent += len(payload)
+        self._ledger.request(len(payload))
         try:
             with self._client.stream(
                 "POST", self._endpoint, content=payload, headers=self._headers
@@ -391,17 +377,17 @@ class HttpxOTLPSpanExporter(SpanExporter):
                 _drain(response)
         except httpx.HTTPError as exc:
             name = type(exc).__name__
-            self._note_error(f"{name}: {exc}" if str(exc) else name)
+            self._ledger.note_error(f"{name}: {exc}" if str(exc) else name)
             cause = network_cause(exc, host=self._host, timeout_s=self.options.timeout).text
             return self._failed(f"{cause} ({name})")
         except RuntimeError:
             # httpx refuses a closed client with RuntimeError; anything else is a bug.
             if not self._client.is_closed:
                 raise
-            self._note_error("client closed")
+            self._ledger.note_error("client closed")
             return _Answer(None, None, "client closed")
         if not 200 <= status < 300:
-            self._note_error(f"HTTP {status}")
+            self._ledger.note_error(f"HTTP {status}")
             self._failed(f"HTTP {status}")
         return _Answer(status, retry_after, f"HTTP {status}")
 
@@ -416,8 +402,8 @@ class HttpxOTLPSpanExporter(SpanExporter):
         # Name what the export was struggling with when it was cut short: "aborted" alone says
         # nothing about a refused connection, a TLS handshake to a plain-HTTP port ...
         cause = getattr(self._local, "cause", None)
-        self._note_error(f"aborted after: {cause}" if cause else "aborted")
-        self._warn(
+        self._ledger.note_error(f"aborted after: {cause}" if cause else "aborted")
+        self._ledger.warn(
             f"aborted:{cause}",
             "Span export to %s was aborted (shutdown or flush deadline)%s; its spans were "
             "dropped. Further aborted exports are counted in stats(), not logged.",
@@ -430,58 +416,6 @@ class HttpxOTLPSpanExporter(SpanExporter):
         """Sleep ``delay`` seconds unless shut down first; True when shut down."""
         with self._changed:
             return self._changed.wait_for(lambda: self._interrupter.stopped, timeout=delay)
-
-    # -- accounting and logging --
-
-    def _count(self, name: str, n: int) -> None:
-        with self._lock:
-            self._counts[name] += n
-
-    def _drop(self, count: int, reason: str) -> None:
-        with self._lock:
-            self._counts["dropped_spans"] += count
-            self._dropped_by_reason[reason] = self._dropped_by_reason.get(reason, 0) + count
-        if reason == "shutdown":
-            self._warn(
-                "shutdown",
-                "Span export to %s called after shutdown; spans dropped and counted.",
-                self._where,
-            )
-        # The caller's hook is guarded like any user hook: it must not break exports, and
-        # re-raising here would turn one drop into two (this one, internal_error).
-        self._call_hook("on_drop", self._on_drop, count, reason)
-
-    def _exported(self, spans: Sequence[ReadableSpan]) -> None:
-        self._call_hook("on_exported", self._on_exported, spans)
-
-    def _call_hook(self, name: str, hook: Callable[..., None] | None, *args: Any) -> None:
-        if hook is None:
-            return
-        try:
-            hook(*args)
-        except Exception as exc:
-            self._warn(
-                f"{name}:{type(exc).__name__}",
-                "%s callback raised %s: %s",
-                name,
-                type(exc).__name__,
-                str(exc),
-            )
-
-    def _note_error(self, text: str) -> None:
-        text = self._scrub(text)[:200]
-        with self._lock:
-            self._last_error = text
-
-    def _warn(self, key: str, message: str, *args: object) -> None:
-        """Once per exporter and ``key``; string arguments are scrubbed of the credentials."""
-        scrubbed = tuple(self._scrub(a) if isinstance(a, str) else a for a in args)
-        guard.warn_once(f"{self._warn_prefix}:{key}", message, *scrubbed)
-
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "[REDACTED]")
-        return text
 
 
 def _drain(response: httpx.Response) -> None:
