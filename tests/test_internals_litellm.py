@@ -26,12 +26,12 @@ def fresh_reports(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_every_litellm_internal_is_there_on_the_pinned_version(fresh_reports: None) -> None:
     for internal in (
         litellm_internals.LOGGING_WORKER,
-        litellm_internals.SYNC_POOL_SLOTS,
-        litellm_internals.SYNC_POOL_SIZE,
+        litellm_internals.SYNC_POOL,
         litellm_internals.ASYNC_SUCCESS_CALLBACKS,
         litellm_internals.ASYNC_FAILURE_CALLBACKS,
     ):
         assert internal.get() is not None, internal.path
+    assert litellm_internals.watch_sync_pool() is True  # already watched since llm's import
     assert litellm_internals.pending_sync_callbacks() >= 0
     assert len(litellm_internals.callback_lists()) == 5
     assert internals.lost() == {}
@@ -41,9 +41,13 @@ def _without(owner: Any, name: str) -> Callable[[pytest.MonkeyPatch], None]:
     return lambda monkeypatch: monkeypatch.delattr(owner, name)
 
 
+def _replaced(owner: Any, name: str, value: Any) -> Callable[[pytest.MonkeyPatch], None]:
+    return lambda monkeypatch: monkeypatch.setattr(owner, name, value)
+
+
 def _use_the_pool() -> None:
-    # What flush and shutdown do: carry on as if the pool were idle.
-    assert llm.pending_sync_callbacks() == 0
+    # Watching it is refused; flush and shutdown carry on without waiting for it.
+    assert litellm_internals.watch_sync_pool() is False
     assert llm.drain_callbacks(0.1) is True
 
 
@@ -68,15 +72,15 @@ def _use_the_lists() -> None:
             "waiting in flush and shutdown for litellm's queued async callbacks",
         ),
         (
-            _without(thread_pool_executor.executor, "_pending_slots"),
+            _without(thread_pool_executor, "executor"),
             _use_the_pool,
-            "executor._pending_slots",
+            "thread_pool_executor:executor",
             "waiting in flush and shutdown for litellm's sync callback thread pool",
         ),
         (
-            _without(thread_pool_executor.executor, "_max_pending_tasks"),
+            _replaced(thread_pool_executor, "executor", object()),
             _use_the_pool,
-            "executor._max_pending_tasks",
+            "thread_pool_executor:executor",
             "waiting in flush and shutdown for litellm's sync callback thread pool",
         ),
         (
@@ -92,7 +96,7 @@ def _use_the_lists() -> None:
             "keeping litellm's async callback lists to one forwarder of ours",
         ),
     ],
-    ids=["logging-worker", "pool-slots", "pool-size", "async-success", "async-failure"],
+    ids=["logging-worker", "pool-gone", "pool-without-submit", "async-success", "async-failure"],
 )
 def test_a_missing_internal_warns_once_naming_the_lost_protection(
     monkeypatch: pytest.MonkeyPatch,

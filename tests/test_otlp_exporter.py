@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.utils import formatdate
 from importlib.metadata import version
 from types import SimpleNamespace
@@ -264,6 +264,41 @@ def test_slow_host_times_out_then_retry_succeeds(fake: FakeLangfuse, make_export
     assert "Timeout" in stats["last_error"]
 
 
+def test_an_answer_trickling_in_is_bounded_by_the_attempts_timeout(make_exporter) -> None:
+    # Each byte comes well within the per-read timeout, so only the bound on the attempt as a
+    # whole ends it.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 60:
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.05)
+
+    server = threading.Thread(target=trickle, daemon=True)
+    server.start()
+    try:
+        exporter = make_exporter(
+            f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.5, max_retries=0
+        )
+        started = time.monotonic()
+        result = exporter.export(spans("t"))
+        elapsed = time.monotonic() - started
+    finally:
+        listener.close()
+    assert result is SpanExportResult.FAILURE and elapsed < 1.5
+    stats = exporter.stats()
+    assert stats["requests"] == 1 and "Timeout" in stats["last_error"]
+    assert stats["dropped_by_reason"] == {"retries_exhausted": 1}
+
+
 # -- answers that are not retried --
 
 
@@ -361,6 +396,21 @@ def test_shutdown_interrupts_a_retry_wait(fake: FakeLangfuse, make_exporter) -> 
     assert exporter.stats()["dropped_by_reason"] == {"aborted": 1}
 
 
+def assert_shutdown_ends_a_blocked_export(
+    exporter: HttpxOTLPSpanExporter, connected: Callable[[], bool] = lambda: True
+) -> None:
+    """An export blocked on the network ends at once when another thread shuts down."""
+    thread, result = run_in_thread(lambda: exporter.export(spans("blocked")))
+    time.sleep(0.3)
+    assert connected() and thread.is_alive()
+    started = time.monotonic()
+    exporter.shutdown(timeout_millis=5_000)
+    thread.join(timeout=5)
+    assert not thread.is_alive() and time.monotonic() - started < 2.5
+    assert result == [SpanExportResult.FAILURE]
+    assert exporter.stats()["dropped_by_reason"] == {"aborted": 1}
+
+
 def test_shutdown_unblocks_a_connect_that_is_never_answered(make_exporter) -> None:
     # A listener that never accepts, with its accept queue full: further SYNs go unanswered.
     listener = socket.socket()
@@ -383,16 +433,9 @@ def test_shutdown_unblocks_a_connect_that_is_never_answered(make_exporter) -> No
             else:
                 pytest.skip("this kernel accepts connections beyond a full backlog")
 
-        exporter = make_exporter(f"http://127.0.0.1:{port}", timeout=30.0)
-        thread, result = run_in_thread(lambda: exporter.export(spans("c")))
-        time.sleep(0.3)
-        assert thread.is_alive()
-        started = time.monotonic()
-        exporter.shutdown(timeout_millis=5_000)
-        thread.join(timeout=5)
-        assert not thread.is_alive() and time.monotonic() - started < 2.5
-        assert result == [SpanExportResult.FAILURE]
-        assert exporter.stats()["dropped_by_reason"] == {"aborted": 1}
+        assert_shutdown_ends_a_blocked_export(
+            make_exporter(f"http://127.0.0.1:{port}", timeout=30.0)
+        )
     finally:
         for filler in fillers:
             filler.close()
@@ -411,16 +454,7 @@ def test_shutdown_unblocks_a_tls_handshake_that_is_never_answered(make_exporter)
     acceptor.start()
     try:
         exporter = make_exporter(f"https://127.0.0.1:{port}", timeout=30.0)
-        thread, result = run_in_thread(lambda: exporter.export(spans("t")))
-        acceptor.join(timeout=5)
-        time.sleep(0.3)
-        assert accepted and thread.is_alive()
-        started = time.monotonic()
-        exporter.shutdown(timeout_millis=5_000)
-        thread.join(timeout=5)
-        assert not thread.is_alive() and time.monotonic() - started < 2.5
-        assert result == [SpanExportResult.FAILURE]
-        assert exporter.stats()["dropped_by_reason"] == {"aborted": 1}
+        assert_shutdown_ends_a_blocked_export(exporter, connected=lambda: bool(accepted))
     finally:
         for sock in accepted:
             sock.close()

@@ -244,9 +244,8 @@ def _ms(started: float) -> float:
 # loop, or call ``drain_callbacks()`` from plain code; ``Observability.flush`` / ``shutdown`` do
 # the latter. Both wait for the worker's queue and for the pool's queued and running tasks.
 
-# How often the pool's backlog is looked at while waiting for it (the pool has no condition to
-# wait on; the common case, an idle pool, returns at once).
-_POOL_POLL_S = 0.005
+# Counted from here on, before the first call: the drains below wait on a condition for them.
+litellm_internals.watch_sync_pool()
 
 
 def pending_callbacks() -> int:
@@ -270,19 +269,15 @@ async def adrain_callbacks(timeout: float = 5.0) -> bool:
             await asyncio.wait_for(worker.flush(), timeout)
         except Exception:
             ok = False
-    while pending_sync_callbacks() > 0:
-        if time.monotonic() >= deadline:
+    if pending_sync_callbacks() > 0:
+        remaining = deadline - time.monotonic()
+        if not await asyncio.to_thread(litellm_internals.wait_sync_pool, remaining):
             return False
-        await asyncio.sleep(_POOL_POLL_S)
     return ok
 
 
 def _wait_sync_pool(deadline: float) -> bool:
-    while pending_sync_callbacks() > 0:
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(_POOL_POLL_S)
-    return True
+    return litellm_internals.wait_sync_pool(deadline - time.monotonic())
 
 
 def drain_callbacks(timeout: float = 5.0) -> bool:
