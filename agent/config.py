@@ -182,7 +182,7 @@ class AgentConfig(BaseModel):
     )
     hf_hardware_prices: dict[str, float] | None = Field(
         default=None,
-        description="USD per hour by HF hardware flavor, over agent/core/pricing.py's table",
+        description="USD per hour by HF hardware flavor, over agent/core/dataset/pricing.py's table",
     )
     observability_backend: ObservabilityBackend = "auto"
     redact: str | None = Field(

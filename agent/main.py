@@ -263,7 +263,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"[green]demo finished[/green] in {time.monotonic() - started:.1f}s; "
         f"dataset: {escape(str(config.telemetry_dir / 'data'))}"
     )
-    from agent.core import queries
+    from agent.core.dataset import queries
 
     if queries.has_data(config.telemetry_dir):
         _print_summary(queries.summary(config.telemetry_dir, session_ids=sessions))
@@ -401,7 +401,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    from agent.core import queries
+    from agent.core.dataset import queries
 
     config = _config(args)
     directory = config.telemetry_dir
@@ -455,7 +455,7 @@ def _notice(message: str) -> None:
 
 def _data_notices(directory: Path) -> None:
     """Say what the query skipped or could not add up, instead of dropping it silently."""
-    from agent.core import queries
+    from agent.core.dataset import queries
 
     problems = queries.data_problems(directory)
     if problems["skipped_lines"]:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import duckdb
 
-from agent.core import queries
-from agent.core.hf_dataset import _to_parquet
+from agent.core.dataset import queries
+from agent.core.dataset.parquet import to_parquet
 
 
 def _demo_rows(workdir: Path) -> list[dict]:
@@ -84,7 +84,7 @@ def main() -> None:
         (parquet_dir / "data").mkdir(parents=True)
         t = time.perf_counter()
         for p in paths:
-            data, _rows, bad = _to_parquet(p.read_bytes())
+            data, _rows, bad = to_parquet(p.read_bytes())
             assert bad == 0
             (parquet_dir / "data" / (p.stem + ".parquet")).write_bytes(data)
         convert_s = time.perf_counter() - t

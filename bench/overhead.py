@@ -172,7 +172,7 @@ def worker_main(config: str, sink_url: str | None, workdir: str) -> None:
         return f
 
     def hf_sink() -> Any:
-        from agent.core.hf_dataset import HFDatasetSink
+        from agent.core.dataset.sink import HFDatasetSink
 
         return HFDatasetSink(Path(workdir) / "telemetry")
 

@@ -318,7 +318,7 @@ def record_redaction(quick: bool = False) -> dict[str, float]:
 
 
 def hf_sink_rate(quick: bool = False) -> dict[str, float]:
-    from agent.core.hf_dataset import HFDatasetSink
+    from agent.core.dataset.sink import HFDatasetSink
     from agent.core.session import Event
 
     n = 5_000 if quick else 20_000

@@ -39,7 +39,7 @@ def usage_error(result: Result, *fragments: str) -> None:
 def dataset(tmp_path: Path) -> Path:
     """A small dataset written by the HF sink, plus a row from elsewhere with a cost of "free"
     and a corrupt line."""
-    from agent.core.hf_dataset import HFDatasetSink
+    from agent.core.dataset.sink import HFDatasetSink
 
     directory = tmp_path / "telemetry"
     sink = HFDatasetSink(directory)

@@ -14,7 +14,7 @@ from litellm.integrations.custom_logger import CustomLogger
 from agent.config import AgentConfig
 from agent.core import llm, telemetry
 from agent.core.agent_loop import Agent
-from agent.core.hf_dataset import HFDatasetSink
+from agent.core.dataset.sink import HFDatasetSink
 from agent.core.session import InMemorySink, Session
 from tests.rows import read_rows
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from agent.config import AgentConfig
-from agent.core import pricing, telemetry
+from agent.core import telemetry
 from agent.core.agent_loop import Agent
+from agent.core.dataset import pricing
 from agent.core.observability import Observability
 from agent.core.session import InMemorySink, Session
 from tests.langfuse_helpers import LANGFUSE, fresh_keys, meta, mocked_world, spans_of

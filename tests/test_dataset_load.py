@@ -22,9 +22,9 @@ import pandas as pd
 import pytest
 import respx
 
-from agent.core import dataset_schema as schema
-from agent.core import hf_dataset, llm, queries, telemetry
-from agent.core.hf_dataset import HFDatasetSink
+from agent.core import llm, telemetry
+from agent.core.dataset import queries, schema, shards
+from agent.core.dataset.sink import HFDatasetSink
 from agent.core.session import Session, TraceLink
 from agent.testing.fake_hub import FakeHub
 
@@ -57,7 +57,7 @@ def _on_day(monkeypatch: pytest.MonkeyPatch, day: datetime) -> None:
         def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
             return day
 
-    monkeypatch.setattr(hf_dataset, "datetime", Day)
+    monkeypatch.setattr(shards, "datetime", Day)
 
 
 async def _session_of_every_event(sink: HFDatasetSink, *, forwarding: bool, user: str) -> None:

@@ -71,15 +71,15 @@ def test_agent_readme_sql_runs_against_the_dataset(tmp_path: Path) -> None:
 
 
 def test_readme_field_tables_cover_the_declared_schema() -> None:
-    from agent.core import dataset_schema
+    from agent.core.dataset import schema
 
     text = (ROOT / "README.md").read_text()
     start = text.index("| event type | `data` keys |")
     table = text[start : text.index("\n\n", start)]
     words = set(re.findall(r"[a-z_]+", table))
-    for ev in dataset_schema.EVENTS.values():
+    for ev in schema.EVENTS.values():
         assert f"`{ev.name}`" in table, ev.name
         missing = [f.name for f in ev.data if f.name not in words]
         assert not missing, (ev.name, missing)
-    for col in dataset_schema.COLUMNS:
+    for col in schema.COLUMNS:
         assert f"`{col.name}`" in text

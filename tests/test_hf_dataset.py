@@ -16,7 +16,7 @@ import duckdb
 import pytest
 import respx
 
-from agent.core.hf_dataset import HFDatasetSink
+from agent.core.dataset.sink import HFDatasetSink
 from agent.core.session import Event, new_id, utcnow
 from agent.testing.fake_hub import FakeHub
 from tests.rows import read_rows
@@ -91,7 +91,7 @@ def test_killed_writer_leaves_no_partial_line_and_the_dataset_continues(tmp_path
         f"""
         import sys, time
         sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-        from agent.core.hf_dataset import HFDatasetSink
+        from agent.core.dataset.sink import HFDatasetSink
         from agent.core.session import Event, new_id, utcnow
         sink = HFDatasetSink({str(tmp_path)!r})
         i = 0
@@ -178,7 +178,7 @@ class TinyDisk:
         real_write = os.write
 
         def write(fd: int, data: bytes) -> int:
-            if fd != sink._fd:
+            if fd != sink._shard.fd:
                 return real_write(fd, data)
             free = self.capacity - os.fstat(fd).st_size
             if free <= 0:
@@ -392,7 +392,7 @@ def test_processes_sharing_a_directory_push_it_once(tmp_path: Path, hub_env) -> 
 
 
 def test_retry_after_forms() -> None:
-    from agent.core.hf_dataset import retry_after_s
+    from agent.core.dataset.schedule import retry_after_s
 
     assert retry_after_s({"Retry-After": "120"}) == 120
     assert retry_after_s({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, now=1445412420.0) == 60
@@ -405,7 +405,7 @@ def test_a_day_change_mid_run_starts_a_new_shard_pushed_to_its_day(
 ) -> None:
     from datetime import UTC, datetime
 
-    from agent.core import hf_dataset
+    from agent.core.dataset import shards
 
     today = [datetime(2026, 5, 31, 23, 59, 59, tzinfo=UTC)]
 
@@ -414,7 +414,7 @@ def test_a_day_change_mid_run_starts_a_new_shard_pushed_to_its_day(
         def now(cls, tz=None):  # type: ignore[override]
             return today[0]
 
-    monkeypatch.setattr(hf_dataset, "datetime", Clock)
+    monkeypatch.setattr(shards, "datetime", Clock)
     with respx.mock(assert_all_called=False) as router:
         hub = FakeHub(router, REPO)
         sink = _sink(tmp_path)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import respx
 
-from agent.core.hf_dataset import HFDatasetSink
+from agent.core.dataset.sink import HFDatasetSink
 from agent.core.session import Event, new_id, utcnow
 from agent.testing.fake_hub import FakeHub
 

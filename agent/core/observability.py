@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 
 from agent.config import ENV_VARS, AgentConfig, ConfigError
 from agent.core import guard
+from agent.core.dataset.sink import HFDatasetSink
 from agent.core.encodable import encodable_text
-from agent.core.hf_dataset import HFDatasetSink
 from agent.core.session import Sink, TraceLinker
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from agent.core import guard, messages, pricing
+from agent.core import guard, messages
+from agent.core.dataset import pricing
 from agent.core.error_text import content_strings, error_details, safe_error_text
 from agent.core.session import Event, Session, new_id, utcnow
 
@@ -399,7 +400,7 @@ def record_hf_job_complete(
     backend: str = "hub",
     prices: Mapping[str, float] | None = None,
 ) -> Event | None:
-    """One ``hf_job_complete`` row, with its estimated cost (``agent.core.pricing``).
+    """One ``hf_job_complete`` row, with its estimated cost (``agent.core.dataset.pricing``).
 
     ``wall_time_s``: the time the job ran on its hardware (what HF bills); ``duration_s`` when
     not given. A ``local`` run costs nothing. ``prices`` overrides the price table.

@@ -19,7 +19,7 @@ from agent.core.session import Session, new_id
 from agent.tools.base import Tool
 
 MAX_OUTPUT = 8_000
-# This machine: no HF charge (agent.core.pricing prices "local" at 0).
+# This machine: no HF charge (agent.core.dataset.pricing prices "local" at 0).
 HARDWARE = "local"
 
 

@@ -2,7 +2,7 @@
 and any Parquet parts beside them (``DIR/data/**/*.parquet``, e.g. a snapshot of the Hub repo
 downloaded with ``hf download --repo-type dataset REPO --local-dir DIR``).
 
-Both are read with the declared schema (``agent.core.dataset_schema``), so rows of every event
+Both are read with the declared schema (``agent.core.dataset.schema``), so rows of every event
 type, day and writer read together, and rows of an older version (``data`` as an object rather
 than JSON text) read too: DuckDB gives the object back as its JSON text.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-from agent.core import dataset_schema as schema
+from agent.core.dataset import schema
 
 JSONL_GLOB = "data/**/*.jsonl"
 PARQUET_GLOB = "data/**/*.parquet"

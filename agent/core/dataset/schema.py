@@ -2,15 +2,14 @@
 
 Defined once, here, and used by everything that writes or reads rows:
 
-- ``to_row(event)`` turns an ``Event`` into the one row shape every writer emits: exactly the
-  columns of ``COLUMNS`` in order, each of its declared type or null. A value of the wrong type
-  is converted when that loses nothing (an int where a float is declared) and otherwise written
-  as null; either way it is counted, never allowed to change a column's type.
-- ``features()`` is the same schema as ``datasets`` features (the dataset card's
-  ``dataset_info.features``); ``duckdb_columns()`` as DuckDB types for ``read_json``;
-  ``pandas_dtypes()`` for ``pandas.read_json``.
-- ``dataset_card(...)`` renders the card (``README.md`` of the telemetry directory and of the Hub
-  repo) from this module: never edit a card by hand, it is rewritten.
+- ``COLUMNS`` (every row's columns, in order) and ``EVENTS`` (each event type's ``data`` keys),
+  each a ``Field``: name, declared type, meaning. ``agent.core.dataset.rows.to_row`` makes every
+  row obey them; ``agent.core.dataset.card`` renders them as the dataset card.
+- The schema in each reader's terms: ``features()`` for ``datasets`` (and ``card_features()``,
+  the card's ``dataset_info.features``), ``duckdb_columns()`` / ``duckdb_columns_sql()`` for
+  DuckDB's ``read_json`` (the queries and the Parquet parts pushed to the Hub),
+  ``pandas_dtypes()`` for ``pandas.read_json``. One table (``_SPELLING``) maps each declared
+  type to each tool's spelling.
 
 ``data`` is one JSON-encoded string column, not a struct: its keys differ per event type, and a
 JSON string is the one representation that ``datasets``, DuckDB, pandas, Parquet and the Hub
@@ -22,11 +21,7 @@ them. Read it with ``json.loads`` (Python) or ``data->>'key'`` (DuckDB).
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 SCHEMA_VERSION = 2
@@ -43,30 +38,18 @@ STRING, INT64, FLOAT64, BOOL, TIMESTAMP, JSON_TEXT, LIST = (
     "list",
 )
 
-_HF_DTYPE = {
-    STRING: "string",
-    INT64: "int64",
-    FLOAT64: "float64",
-    BOOL: "bool",
-    TIMESTAMP: "timestamp[us, tz=UTC]",
-    JSON_TEXT: "string",  # a JSON document as text: every reader accepts a string
+# Each declared type of a column in each reader's spelling: (datasets and the card, DuckDB,
+# pandas). A JSON document is stored as text: every reader accepts a string. (LIST is a type of
+# ``data`` keys only: inside the JSON text.)
+_SPELLING: dict[str, tuple[str, str, str]] = {
+    STRING: ("string", "VARCHAR", "string"),
+    INT64: ("int64", "BIGINT", "Int64"),
+    FLOAT64: ("float64", "DOUBLE", "Float64"),
+    BOOL: ("bool", "BOOLEAN", "boolean"),
+    TIMESTAMP: ("timestamp[us, tz=UTC]", "TIMESTAMPTZ", "datetime64[us, UTC]"),
+    JSON_TEXT: ("string", "VARCHAR", "string"),
 }
-_DUCKDB_TYPE = {
-    STRING: "VARCHAR",
-    INT64: "BIGINT",
-    FLOAT64: "DOUBLE",
-    BOOL: "BOOLEAN",
-    TIMESTAMP: "TIMESTAMPTZ",
-    JSON_TEXT: "VARCHAR",
-}
-_PANDAS_DTYPE = {
-    STRING: "string",
-    INT64: "Int64",
-    FLOAT64: "Float64",
-    BOOL: "boolean",
-    TIMESTAMP: "datetime64[us, UTC]",
-    JSON_TEXT: "string",
-}
+_HF, _DUCKDB, _PANDAS = 0, 1, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +247,7 @@ EVENTS: dict[str, EventType] = {
                     "estimated_cost_usd",
                     FLOAT64,
                     "Estimated cost: the flavor's hourly price "
-                    "(`agent/core/pricing.py`) times the wall time, billed by the started "
+                    "(`agent/core/dataset/pricing.py`) times the wall time, billed by the started "
                     "minute; 0 for a local run; null for an unknown flavor.",
                 ),
                 _BACKEND,
@@ -349,156 +332,6 @@ EVENTS: dict[str, EventType] = {
 }
 
 
-# -- a row from an event --
-
-
-class SchemaIssues:
-    """What ``to_row`` had to repair in one row; empty for a row that obeyed the schema."""
-
-    __slots__ = ("coerced", "nulled", "replaced_strings", "undeclared")
-
-    def __init__(self) -> None:
-        self.coerced: list[str] = []
-        self.nulled: list[str] = []
-        self.undeclared: list[str] = []
-        self.replaced_strings = 0
-
-    def __bool__(self) -> bool:
-        return bool(self.coerced or self.nulled or self.undeclared or self.replaced_strings)
-
-
-def to_row(event: Any, issues: SchemaIssues | None = None) -> dict[str, Any]:
-    """The declared row for ``event``: every column of ``COLUMNS``, in order, typed or null.
-
-    ``data`` is the event's data as JSON text, keys in the writer's order. Lone surrogates (as
-    ``os.fsdecode`` makes of non-UTF-8 file names) are replaced by U+FFFD, non-finite floats
-    (not valid JSON) become null; both counted in ``issues``. Keys an event type does not
-    declare are kept (``data`` is free-form JSON for readers) and listed in ``issues``.
-    """
-    issues = issues if issues is not None else SchemaIssues()
-    values = {
-        "event_id": event.event_id,
-        "event_type": event.event_type,
-        "timestamp": event.timestamp,
-        "session_id": event.session_id,
-        "user_id": event.user_id,
-        "turn_index": event.turn_index,
-        "kind": event.kind,
-        "langfuse_trace_id": event.langfuse_trace_id,
-        "langfuse_observation_id": event.langfuse_observation_id,
-        "langfuse_sampled": event.langfuse_sampled,
-    }
-    row: dict[str, Any] = {}
-    for col in COLUMNS:
-        if col.name == "data":
-            row["data"] = _data_text(event.event_type, event.data, issues)
-        else:
-            row[col.name] = _typed(col, values[col.name], issues, col.name)
-    return row
-
-
-def _data_text(event_type: str, data: Any, issues: SchemaIssues) -> str | None:
-    if data is None:
-        return None
-    if not isinstance(data, Mapping):
-        issues.coerced.append("data")
-        data = {"value": data}
-    spec = EVENTS.get(event_type)
-    clean: dict[str, Any] = {}
-    for key, value in data.items():
-        key = _clean_str(str(key), issues)
-        declared = spec.field(key) if spec is not None else None
-        if declared is None:
-            if spec is not None:
-                issues.undeclared.append(f"data.{key}")
-            clean[key] = _json_safe(value, issues)
-        else:
-            clean[key] = _typed(declared, value, issues, f"data.{key}")
-    return json.dumps(clean, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def _typed(field: Field, value: Any, issues: SchemaIssues, path: str) -> Any:
-    if value is None:
-        return None
-    dtype = field.dtype
-    try:
-        if dtype in (STRING, JSON_TEXT):
-            if isinstance(value, str):
-                return _clean_str(value, issues)
-            if isinstance(value, bool | int | float):
-                issues.coerced.append(path)
-                return _clean_str(str(value), issues)
-        elif dtype == BOOL:
-            if isinstance(value, bool):
-                return value
-        elif dtype == INT64:
-            if isinstance(value, bool):
-                pass
-            elif isinstance(value, int):
-                if -(2**63) <= value < 2**63:
-                    return value
-            elif isinstance(value, float) and value.is_integer():
-                issues.coerced.append(path)
-                return int(value)
-        elif dtype == FLOAT64:
-            if isinstance(value, bool):
-                pass
-            elif isinstance(value, int | float):
-                f = float(value)
-                if math.isfinite(f):
-                    return f
-        elif dtype == TIMESTAMP:
-            if isinstance(value, datetime):
-                ts = value if value.tzinfo else value.replace(tzinfo=UTC)
-                return ts.astimezone(UTC).isoformat(timespec="microseconds")
-        elif dtype == LIST and isinstance(value, list | tuple):
-            return _json_safe(list(value), issues)
-    except (OverflowError, ValueError):
-        pass
-    issues.nulled.append(path)
-    return None
-
-
-def _json_safe(value: Any, issues: SchemaIssues, depth: int = 0) -> Any:
-    """``value`` as plain JSON: strings cleaned, non-finite floats null, other objects as text."""
-    if value is None or isinstance(value, bool | int):
-        return value
-    if isinstance(value, str):
-        return _clean_str(value, issues)
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return value
-        issues.nulled.append("data")
-        return None
-    if depth < 32:
-        if isinstance(value, Mapping):
-            return {
-                _clean_str(str(k), issues): _json_safe(v, issues, depth + 1)
-                for k, v in value.items()
-            }
-        if isinstance(value, list | tuple):
-            return [_json_safe(v, issues, depth + 1) for v in value]
-    issues.coerced.append("data")
-    return _clean_str(str(value), issues)
-
-
-def _clean_str(s: str, issues: SchemaIssues) -> str:
-    """``s`` made encodable as UTF-8: lone surrogates become U+FFFD (counted)."""
-    try:
-        s.encode("utf-8")
-        return s
-    except UnicodeEncodeError:
-        pass
-    out = []
-    for ch in s:
-        if "\ud800" <= ch <= "\udfff":
-            issues.replaced_strings += 1
-            out.append("\ufffd")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
 # -- the schema in each tool's terms --
 
 
@@ -507,17 +340,17 @@ def features() -> Any:
     import datasets
 
     return datasets.Features.from_dict(
-        {c.name: {"dtype": _HF_DTYPE[c.dtype], "_type": "Value"} for c in COLUMNS}
+        {c.name: {"dtype": _SPELLING[c.dtype][_HF], "_type": "Value"} for c in COLUMNS}
     )
 
 
 def card_features() -> list[dict[str, str]]:
     """The schema as the card's ``dataset_info.features`` list."""
-    return [{"name": c.name, "dtype": _HF_DTYPE[c.dtype]} for c in COLUMNS]
+    return [{"name": c.name, "dtype": _SPELLING[c.dtype][_HF]} for c in COLUMNS]
 
 
 def duckdb_columns() -> dict[str, str]:
-    return {c.name: _DUCKDB_TYPE[c.dtype] for c in COLUMNS}
+    return {c.name: _SPELLING[c.dtype][_DUCKDB] for c in COLUMNS}
 
 
 def duckdb_columns_sql() -> str:
@@ -526,92 +359,4 @@ def duckdb_columns_sql() -> str:
 
 
 def pandas_dtypes() -> dict[str, str]:
-    return {c.name: _PANDAS_DTYPE[c.dtype] for c in COLUMNS}
-
-
-# -- the dataset card --
-
-CARD_TAGS = ("ml-intern", "telemetry", "llm-observability", "agents", "litellm", "langfuse")
-
-
-def dataset_card(
-    *,
-    data_files: str,
-    file_format: str,
-    pretty_name: str = "ml-intern telemetry",
-    license: str = "other",
-) -> str:
-    """The dataset card (``README.md``): YAML front matter plus a description of every field."""
-    import yaml  # a dependency of huggingface_hub and datasets
-
-    header = {
-        "pretty_name": pretty_name,
-        "license": license,
-        "license_details": "Telemetry of the operator's own agents: the operator decides who may "
-        "use it.",
-        "tags": list(CARD_TAGS),
-        "configs": [
-            {
-                "config_name": "default",
-                "data_files": [{"split": "train", "path": data_files}],
-            }
-        ],
-        "dataset_info": {
-            "config_name": "default",
-            # No splits/sizes: the files grow, and datasets verifies recorded sizes.
-            "features": card_features(),
-        },
-    }
-    yml = yaml.safe_dump(header, sort_keys=False, allow_unicode=True, width=1000)
-    lines = [
-        "---",
-        yml.rstrip("\n"),
-        "---",
-        "",
-        f"# {pretty_name}",
-        "",
-        "<!-- Generated by ml-intern from agent/core/dataset_schema.py (schema version "
-        f"{SCHEMA_VERSION}). Do not edit: it is rewritten. -->",
-        "",
-        "Telemetry of an [ml-intern](https://github.com/huggingface/ml-intern)-style agent: one row "
-        "per LLM call and per lifecycle event (turns, tools, jobs, sandboxes, feedback, session "
-        "ends). Rows hold metadata only (usage, cost, timing, ids), never prompts, tool "
-        "arguments or results; every string is scrubbed of recognisable secrets.",
-        "",
-        f"Files: `{data_files}` ({file_format}), one file per writer process and day "
-        "(and, on the Hub, one per push), each written once and never rewritten.",
-        "",
-        "## Columns",
-        "",
-        "| column | type | meaning |",
-        "|---|---|---|",
-        *(f"| `{c.name}` | {_HF_DTYPE[c.dtype]} | {c.description} |" for c in COLUMNS),
-        "",
-        "`data` is a JSON object encoded as text (one type for every event type, so every "
-        "file loads with the same schema): `json.loads(row['data'])` in Python, "
-        "`data->>'cost_usd'` in DuckDB.",
-        "",
-        "## Event types and their `data`",
-        "",
-    ]
-    for ev in EVENTS.values():
-        lines += [f"### `{ev.name}`", "", ev.description, "", "| key | type | meaning |"]
-        lines.append("|---|---|---|")
-        lines += [f"| `{f.name}` | {f.dtype} | {f.description} |" for f in ev.data]
-        lines.append("")
-    lines += [
-        "## Loading",
-        "",
-        "```python",
-        "import datasets",
-        "",
-        'ds = datasets.load_dataset("<this repo id, or the local telemetry directory>", '
-        'split="train")',
-        "```",
-        "",
-        "Costs: `sum(cost_usd)` of `llm_call` rows plus `sum(estimated_cost_usd)` of "
-        "`hf_job_complete`, `sandbox_create` and `sandbox_destroy` rows is what the sessions "
-        "cost, all in; each `session_end` row holds that rollup for its session.",
-        "",
-    ]
-    return "\n".join(lines)
+    return {c.name: _SPELLING[c.dtype][_PANDAS] for c in COLUMNS}
