@@ -96,7 +96,7 @@ _THREAD_GROUPS = (
     ("asyncio_", "executor"),
     ("langfuse-forwarder", "forwarder"),
     ("Otel", "span export"),
-    ("hf-dataset", "HF writer"),
+    ("hf_dataset.", "HF writer"),
 )
 
 

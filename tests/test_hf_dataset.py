@@ -436,3 +436,72 @@ def test_a_day_change_mid_run_starts_a_new_shard_pushed_to_its_day(
     assert days == ["2026-05-31", "2026-05-31", "2026-06-01"]
     assert sorted(json.loads(r["data"])["i"] for r in hub.rows()) == list(range(7))
     assert set(hub.uploads.values()) == {1}
+
+
+# -- the push thread (a BatchWorker driven by its tick) --
+
+
+def _wait_for(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_the_push_thread_pushes_when_due_and_once_more_at_shutdown(tmp_path: Path, hub_env) -> None:
+    with respx.mock(assert_all_called=False) as router:
+        hub = FakeHub(router, REPO)
+        sink = HFDatasetSink(
+            tmp_path, repo_id=REPO, token="hf_test_token_not_real", push_interval_s=0.3
+        )
+        for i in range(3):
+            sink.export(event(i))
+        # Nobody calls push_*: the schedule's tick wakes the pusher.
+        assert _wait_for(lambda: len(hub.rows()) == 3)
+        sink.export(event(3))
+        assert sink.shutdown(10)  # the final push carries the last row
+    assert sorted(json.loads(r["data"])["i"] for r in hub.rows()) == [0, 1, 2, 3]
+    assert set(hub.uploads.values()) == {1}
+    assert sink.stats.rows_pushed == 4
+
+
+def test_shutdown_says_when_the_final_push_failed(tmp_path: Path, hub_env) -> None:
+    with respx.mock(assert_all_called=False) as router:
+        hub = FakeHub(router, REPO, fail_commits=1)
+        sink = HFDatasetSink(
+            tmp_path, repo_id=REPO, token="hf_test_token_not_real", push_interval_s=3600
+        )
+        sink.export(event(0))
+        assert sink.shutdown(10) is False  # on disk, but not on the Hub
+        assert hub.requests["commit"] == 1 and not hub.rows()
+        assert sink.stats.push_failures == 1 and sink.stats.written == 1
+        again = _sink(tmp_path)  # the next process pushes what was left
+        assert again.shutdown(10)
+    assert [json.loads(r["data"])["i"] for r in hub.rows()] == [0]
+
+
+@pytest.mark.internal_errors_expected
+def test_a_push_that_raises_backs_off_instead_of_spinning(
+    tmp_path: Path, hub_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ML_INTERN_STRICT_TELEMETRY")
+    calls: list[float] = []
+    with respx.mock(assert_all_called=False) as router:
+        FakeHub(router, REPO)
+        sink = HFDatasetSink(
+            tmp_path, repo_id=REPO, token="hf_test_token_not_real", push_interval_s=0.1
+        )
+
+        def broken() -> bool:
+            calls.append(time.monotonic())
+            raise RuntimeError("a bug in the pusher")
+
+        assert sink._hub is not None
+        monkeypatch.setattr(sink._hub, "push_due", broken)
+        assert _wait_for(lambda: calls)
+        time.sleep(0.5)
+        assert len(calls) == 1  # the schedule moved on (backoff), the thread did not spin
+        assert sink.schedule.failures == 1
+        sink.shutdown(10)
