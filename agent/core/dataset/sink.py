@@ -54,8 +54,6 @@ logger = logging.getLogger(__name__)
 
 # A failed write is retried after this much (doubling) and at least this often.
 _RETRY_MIN_S, _RETRY_MAX_S = 0.05, 1.0
-# Rows per write: a burst is gathered (20 ms, BatchWorker's default) and written at once.
-_WRITE_BATCH = 1024
 # "No timeout" as a deadline: flush(None) waits for the writer as long as it lives.
 _FOREVER_S = 10.0**9
 _FINAL_PUSH = "final push"
@@ -138,7 +136,10 @@ class HFDatasetSink:
             "hf_dataset.writer",
             self._write,
             capacity=max_pending,
-            max_batch=_WRITE_BATCH,
+            # Why (performance): everything queued is one batch and one write, as a burst is
+            # gathered for 20 ms (BatchWorker's default): a producer's burst then costs it no
+            # wake-ups and no GIL hand-overs to a writer serialising half of it.
+            max_batch=max_pending,
             tick=self._retry_due,
         )
         self._hub: HubPusher | None = None
