@@ -260,6 +260,51 @@ def test_unencodable_strings_are_replaced_counted_and_the_row_kept(tmp_path: Pat
     assert sink.stats.replaced_strings == 3
 
 
+def test_a_value_of_another_type_is_converted_when_lossless_else_null_and_counted(
+    tmp_path: Path,
+) -> None:
+    sink = HFDatasetSink(tmp_path)
+    sink.export(
+        Event(
+            event_id=new_id(),
+            event_type="llm_call",
+            timestamp=utcnow(),
+            data={
+                "model": 42,  # string declared: "42" (converted)
+                "latency_ms": "fast",  # float declared: null
+                "prompt_tokens": 12.0,  # int declared, a whole float: 12 (converted)
+                "completion_tokens": 1e300,  # whole, but beyond int64: null
+                "total_tokens": True,  # a bool is not an int: null
+                "cost_usd": 3,  # float declared: 3.0
+                "stream": 1,  # bool declared: null
+            },
+            session_id="s1",
+            turn_index=2.0,  # type: ignore[arg-type]
+        )
+    )
+    assert sink.shutdown(5)
+    (row,) = read_rows(tmp_path)
+    assert row["turn_index"] == 2
+    assert row["data"] == {
+        "model": "42",
+        "latency_ms": None,
+        "prompt_tokens": 12,
+        "completion_tokens": None,
+        "total_tokens": None,
+        "cost_usd": 3.0,
+        "stream": None,
+    }
+    # converted: model, prompt_tokens, completion_tokens (then out of range), turn_index;
+    # null: latency_ms, completion_tokens, total_tokens, stream
+    assert sink.stats.schema_repairs == 8 and sink.stats.dropped == 0
+    (n,) = duckdb.sql(
+        "SELECT count(*) FROM read_json('"
+        + str(tmp_path / "data" / "*.jsonl")
+        + "', format='newline_delimited', columns={'turn_index': 'BIGINT'})"
+    ).fetchall()[0]
+    assert n == 1
+
+
 # -- Hub push --
 
 
