@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from agent.core.dataset import pricing
 from agent.core.observability import Observability
 from agent.core.session import InMemorySink, Session
 from tests.langfuse_helpers import LANGFUSE, fresh_keys, meta, mocked_world, spans_of
+from tests.waiting import wait_for
 
 
 def test_price_table_estimates_by_the_started_minute_and_overrides() -> None:
@@ -76,15 +76,6 @@ def test_an_agent_session_ends_with_one_rollup_of_its_rows(tmp_path: Path) -> No
     assert end is sink.events[-1]
 
 
-def _wait_for(cond, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
-
-
 def test_langfuse_gets_the_costs_on_their_events_and_the_rollup_on_the_last_trace(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -137,7 +128,7 @@ def test_langfuse_gets_the_costs_on_their_events_and_the_rollup_on_the_last_trac
             end = telemetry.record_session_end(session)
             assert end is not None and end.turn_index == 1
             assert obs.flush(10)
-            assert _wait_for(lambda: any(s["name"] == "session.end" for s in spans_of(router)))
+            assert wait_for(lambda: any(s["name"] == "session.end" for s in spans_of(router)))
         finally:
             obs.shutdown(5)
         spans = {s["name"]: s for s in spans_of(router)}

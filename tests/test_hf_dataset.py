@@ -20,6 +20,7 @@ from agent.core.dataset.sink import HFDatasetSink
 from agent.core.session import Event, new_id, utcnow
 from agent.testing.fake_hub import FakeHub
 from tests.rows import read_rows
+from tests.waiting import wait_for
 
 HUB = "https://huggingface.co"
 REPO = "acme/ml-intern-telemetry"
@@ -486,15 +487,6 @@ def test_a_day_change_mid_run_starts_a_new_shard_pushed_to_its_day(
 # -- the push thread (a BatchWorker driven by its tick) --
 
 
-def _wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 def test_the_push_thread_pushes_when_due_and_once_more_at_shutdown(tmp_path: Path, hub_env) -> None:
     with respx.mock(assert_all_called=False) as router:
         hub = FakeHub(router, REPO)
@@ -504,7 +496,7 @@ def test_the_push_thread_pushes_when_due_and_once_more_at_shutdown(tmp_path: Pat
         for i in range(3):
             sink.export(event(i))
         # Nobody calls push_*: the schedule's tick wakes the pusher.
-        assert _wait_for(lambda: len(hub.rows()) == 3)
+        assert wait_for(lambda: len(hub.rows()) == 3)
         sink.export(event(3))
         assert sink.shutdown(10)  # the final push carries the last row
     assert sorted(json.loads(r["data"])["i"] for r in hub.rows()) == [0, 1, 2, 3]
@@ -545,7 +537,7 @@ def test_a_push_that_raises_backs_off_instead_of_spinning(
 
         assert sink._hub is not None
         monkeypatch.setattr(sink._hub, "push_due", broken)
-        assert _wait_for(lambda: calls)
+        assert wait_for(lambda: calls)
         time.sleep(0.5)
         assert len(calls) == 1  # the schedule moved on (backoff), the thread did not spin
         assert sink.schedule.failures == 1

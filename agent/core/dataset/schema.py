@@ -139,6 +139,8 @@ _CREATE_LATENCY = Field(
     "create_latency_s", FLOAT64, "Seconds from the request to a usable sandbox."
 )
 _BACKEND = Field("backend", STRING, "`local` (this machine: no HF charge) or `hub`.")
+_JOB_ID = Field("job_id", STRING, "The job's id.")
+_SANDBOX_ID = Field("sandbox_id", STRING, "The sandbox's id.")
 
 EVENTS: dict[str, EventType] = {
     e.name: e
@@ -218,7 +220,7 @@ EVENTS: dict[str, EventType] = {
             "hf_job_submit",
             "A job is submitted (HF Jobs, or rehearsed as a local process).",
             (
-                Field("job_id", STRING, "The job's id."),
+                _JOB_ID,
                 Field("image", STRING, "The container image (`local-python` for a local run)."),
                 Field(
                     "flavor",
@@ -236,7 +238,7 @@ EVENTS: dict[str, EventType] = {
             "hf_job_complete",
             "A job ends (completed, error, timeout, canceled).",
             (
-                Field("job_id", STRING, "The job's id."),
+                _JOB_ID,
                 Field("status", STRING, "`completed`, `error`, `timeout`, `canceled` ..."),
                 Field("duration_s", FLOAT64, "Seconds from submission to the end."),
                 Field(
@@ -257,7 +259,7 @@ EVENTS: dict[str, EventType] = {
             "sandbox_create",
             "A sandbox for the agent's code is created.",
             (
-                Field("sandbox_id", STRING, "The sandbox's id."),
+                _SANDBOX_ID,
                 _BACKEND,
                 _HARDWARE,
                 _CREATE_LATENCY,
@@ -274,7 +276,7 @@ EVENTS: dict[str, EventType] = {
             "sandbox_destroy",
             "A sandbox is torn down.",
             (
-                Field("sandbox_id", STRING, "The sandbox's id."),
+                _SANDBOX_ID,
                 Field("lifetime_s", FLOAT64, "Seconds from ready to torn down."),
                 Field("runs", INT64, "Code runs in the sandbox."),
                 _BACKEND,
