@@ -185,29 +185,11 @@ class BatchWorker(Generic[T]):
     def _next_batch(self) -> list[T] | None:
         """The next batch to handle (possibly empty: a tick), or None when closed."""
         with self._lock:
-            waited = False
-            while not self._queue and not self._closed and not self._hurry:
-                due = self._tick() if self._tick is not None else None
-                if due is not None and due <= 0:
-                    break
-                waited = True
-                self._idle = True
-                notified = self._items.wait(due)
-                self._idle = False
-                if not notified and due is not None:
-                    break  # the handler's timer is due
+            waited = self._wait_for_work()
             if self._closed and not self._queue:
                 return None
             if waited and self._queue and not self._hurry and self.gather_s > 0:
-                # Why (performance): woken by the first item after a quiet spell, let the rest
-                # of a burst arrive, so a burst costs one wake-up and one hand-over of the GIL
-                # instead of one per item. A full batch, a drain or a close ends it early.
-                end = time.monotonic() + self.gather_s
-                while len(self._queue) < self.max_batch and not self._hurry and not self._closed:
-                    remaining = end - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._items.wait(remaining)
+                self._gather()
             n = min(len(self._queue), self.max_batch)
             batch = [self._queue.popleft() for _ in range(n)]
             if not self._queue:
@@ -215,3 +197,33 @@ class BatchWorker(Generic[T]):
             if self._waiting_for_room:
                 self._room.notify_all()
             return batch
+
+    def _wait_for_work(self) -> bool:
+        """Under the lock: wait for an item, a hurry, a close or the handler's timer. True when
+        it had to wait (the worker was idle)."""
+        waited = False
+        while not self._queue and not self._closed and not self._hurry:
+            due = self._tick() if self._tick is not None else None
+            if due is not None and due <= 0:
+                break
+            waited = True
+            self._idle = True
+            notified = self._items.wait(due)
+            self._idle = False
+            if not notified and due is not None:
+                break  # the handler's timer is due
+        return waited
+
+    def _gather(self) -> None:
+        """Under the lock: let the rest of a burst arrive.
+
+        Why (performance): woken by the first item after a quiet spell, the worker waits a
+        little for the rest of the burst, so a burst costs one wake-up and one hand-over of the
+        GIL instead of one per item. A full batch, a drain or a close ends it early.
+        """
+        end = time.monotonic() + self.gather_s
+        while len(self._queue) < self.max_batch and not self._hurry and not self._closed:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return
+            self._items.wait(remaining)
