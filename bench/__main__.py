@@ -21,7 +21,7 @@ from bench import overhead
 
 HERE = Path(__file__).resolve().parent
 
-# Targets (see the brief in bench/README.md).
+# Targets (the README's performance table; how each is judged: bench/README.md).
 T_RATIO_VS_OTEL = 0.5  # our added time <= 0.5 x langfuse_otel's added time
 T_FRACTION_OF_BARE = 0.20  # ... and <= 20% of a bare call
 T_ADDED_P99_MS = 5.0

@@ -58,39 +58,6 @@ _MARK = "@@BENCH "
 # ---------------------------------------------------------------------------------------------
 
 
-def _loopback_only() -> None:
-    """Refuse every non-loopback connection in this process (as tests/conftest.py does)."""
-    import ipaddress
-    import socket
-
-    real_connect = socket.socket.connect
-    real_connect_ex = socket.socket.connect_ex
-
-    def ok(address: object) -> bool:
-        if isinstance(address, tuple) and address and isinstance(address[0], str):
-            host = address[0]
-            if host == "localhost":
-                return True
-            try:
-                return ipaddress.ip_address(host.split("%")[0]).is_loopback
-            except ValueError:
-                return False
-        return isinstance(address, str | bytes)
-
-    def connect(self: socket.socket, address: object) -> object:
-        if not ok(address):
-            raise ConnectionRefusedError(f"bench: refused non-loopback connection {address!r}")
-        return real_connect(self, address)
-
-    def connect_ex(self: socket.socket, address: object) -> int:
-        if not ok(address):
-            return 111
-        return real_connect_ex(self, address)
-
-    socket.socket.connect = connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
-
-
 _THREAD_GROUPS = (
     ("MainThread", "caller"),
     ("asyncio_", "executor"),
@@ -129,7 +96,9 @@ def _send(obj: dict[str, Any]) -> None:
 
 
 def worker_main(config: str, sink_url: str | None, workdir: str) -> None:
-    _loopback_only()
+    from agent.testing import loopback
+
+    loopback.install("bench")
     import asyncio
     import gc
     import uuid

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 
 import pytest
+
+from agent.testing import loopback
 
 os.environ["ML_INTERN_STRICT_TELEMETRY"] = "1"
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -26,52 +26,18 @@ for _name in (
 ):
     os.environ.pop(_name, None)
 
-_real_connect = socket.socket.connect
-_real_connect_ex = socket.socket.connect_ex
-_real_getaddrinfo = socket.getaddrinfo
-
-# Every non-loopback connection attempt made by the suite is recorded here (and refused).
-BLOCKED: list[object] = []
-
-
-def _is_loopback(address: object) -> bool:
-    if isinstance(address, tuple) and address:
-        host = address[0]
-        if isinstance(host, str):
-            if host == "localhost":
-                return True
-            try:
-                return ipaddress.ip_address(host.split("%")[0]).is_loopback
-            except ValueError:
-                return False
-    return isinstance(address, str | bytes)  # AF_UNIX paths
-
-
-def _guarded_connect(self: socket.socket, address: object) -> object:
-    if not _is_loopback(address):
-        BLOCKED.append(address)
-        raise ConnectionRefusedError(f"test suite: refused connection to non-loopback {address!r}")
-    return _real_connect(self, address)
-
-
-def _guarded_connect_ex(self: socket.socket, address: object) -> int:
-    if not _is_loopback(address):
-        BLOCKED.append(address)
-        return 111
-    return _real_connect_ex(self, address)
-
-
-socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
-socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+# Every non-loopback connection attempt made by the suite is refused (and recorded in
+# loopback.BLOCKED).
+loopback.install("test suite")
 
 
 @pytest.fixture
 def blocked_connections() -> list[object]:
     """The non-loopback connection attempts made during the test (each was refused)."""
-    start = len(BLOCKED)
+    start = len(loopback.BLOCKED)
     view: list[object] = []
     yield view
-    view.extend(BLOCKED[start:])
+    view.extend(loopback.BLOCKED[start:])
 
 
 # Internal telemetry errors are bugs: under tests they must not pass silently. Entry points

@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from agent.core import guard, messages
 from agent.core.dataset import pricing
@@ -29,7 +29,6 @@ logger = logging.getLogger(__name__)
 
 METADATA_KEY = "ml_intern"
 
-Kind = Literal["main", "research", "compaction", "effort_probe", "restore"]
 KINDS: tuple[str, ...] = ("main", "research", "compaction", "effort_probe", "restore")
 
 

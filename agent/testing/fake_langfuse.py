@@ -46,7 +46,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal
@@ -57,6 +57,8 @@ OTLP_PATH = "/api/public/otel/v1/traces"
 SCORES_PATH = "/api/public/scores"
 PROJECTS_PATH = "/api/public/projects"
 
+Headers = dict[str, str]  # names lower-cased
+Answer = tuple[int, str, bytes]  # status, content type, body
 Mode = Literal["ok", "hang", "slow", "garbage", "nonhttp", "reset"]
 _MODES: frozenset[str] = frozenset({"ok", "hang", "slow", "garbage", "nonhttp", "reset"})
 
@@ -214,25 +216,9 @@ class FakeLangfuse:
         """Append ``times`` identical answers to the script."""
         if action not in _MODES:
             raise ValueError(f"unknown action {action!r}; expected one of {sorted(_MODES)}")
-        reply = Reply(
-            status=status,
-            headers=dict(headers or {}),
-            body=body,
-            delay=delay,
-            action=action,
-            path=path,
-        )
+        reply = Reply(status, dict(headers or {}), body, delay, action, path)
         with self._lock:
             self._script.extend([reply] * times)
-
-    def reset(self) -> None:
-        """Forget what was recorded and the script; keep serving."""
-        with self._lock:
-            self._script.clear()
-            self._requests.clear()
-            self._spans.clear()
-            self._scores.clear()
-            self._errors.clear()
 
     # -- what arrived --
 
@@ -292,16 +278,9 @@ class FakeLangfuse:
 
         def record(status: int | None) -> None:
             with self._changed:
+                received = time.monotonic()
                 self._requests.append(
-                    RecordedRequest(
-                        method=handler.command,
-                        path=path,
-                        query=query,
-                        headers=headers,
-                        body=body,
-                        status=status,
-                        received_at=time.monotonic(),
-                    )
+                    RecordedRequest(handler.command, path, query, headers, body, status, received)
                 )
                 self._changed.notify_all()
 
@@ -335,75 +314,67 @@ class FakeLangfuse:
         handler.wfile.write(payload)
 
     def _answer(
-        self, method: str, path: str, headers: dict[str, str], body: bytes, reply: Reply
-    ) -> tuple[int, str, bytes]:
+        self, method: str, path: str, headers: Headers, body: bytes, reply: Reply
+    ) -> Answer:
         """Status, content type and body for a request; ingests it when the status is 2xx."""
         if reply.action == "garbage":
             status: int = reply.status or 200
             if 200 <= status < 300 and method == "POST" and path == OTLP_PATH:
                 self._ingest_otlp(body, headers)  # the server took it; only its answer is broken
-            return status, "application/x-protobuf", reply.body or os.urandom(64)
-
+            return status, _PROTOBUF, reply.body or os.urandom(64)
         if not path.startswith("/api/public"):
-            status = reply.status or 404
-            return status, "application/json", reply.body or b'{"message": "Not Found"}'
-
+            return reply.status or 404, _JSON, reply.body or b'{"message": "Not Found"}'
         if reply.status is None and not self._authorized(headers):
-            return (
-                401,
-                "application/json",
-                b'{"message": "Invalid credentials. Confirm that you\'ve configured the '
-                b'correct host."}',
-            )
+            return 401, _JSON, _UNAUTHORIZED
         status = reply.status or 200
         if not 200 <= status < 300:
             error = json.dumps({"message": f"fake LangFuse answered {status}"}).encode()
-            return status, "application/json", reply.body if reply.body is not None else error
+            return status, _JSON, _given(reply, error)
+        route = _ROUTES.get((method, path), FakeLangfuse._any_other)
+        return route(self, status, headers, body, reply)
 
-        if method == "GET" and path == PROJECTS_PATH:
-            default = json.dumps(
-                {"data": [{"id": "fake-project-id", "name": self.project_name}]}
-            ).encode()
-            return status, "application/json", reply.body if reply.body is not None else default
+    # -- one answer per LangFuse endpoint (_ROUTES) --
 
-        if method == "POST" and path == OTLP_PATH:
-            if not self._ingest_otlp(body, headers):
-                return 400, "application/json", b'{"message": "invalid OTLP payload"}'
-            from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-                ExportTraceServiceResponse,
-            )
+    def _projects(self, status: int, headers: Headers, body: bytes, reply: Reply) -> Answer:
+        projects = {"data": [{"id": "fake-project-id", "name": self.project_name}]}
+        return status, _JSON, _given(reply, json.dumps(projects).encode())
 
-            default = ExportTraceServiceResponse().SerializeToString()
-            return (
-                status,
-                "application/x-protobuf",
-                reply.body if reply.body is not None else default,
-            )
+    def _otlp(self, status: int, headers: Headers, body: bytes, reply: Reply) -> Answer:
+        if not self._ingest_otlp(body, headers):
+            return 400, _JSON, b'{"message": "invalid OTLP payload"}'
+        # An empty ExportTraceServiceResponse (no partial_success) serializes to zero bytes.
+        return status, _PROTOBUF, _given(reply, b"")
 
-        if method == "POST" and path == SCORES_PATH:
-            try:
-                data = json.loads(body or b"null")
-            except ValueError as exc:
-                with self._lock:
-                    self._errors.append(f"invalid score JSON: {exc}")
-                return 400, "application/json", b'{"message": "invalid JSON"}'
-            if isinstance(data, list) and not self.accept_score_arrays:
-                # Servers up to at least 4.16: the body must be one score object.
-                return 400, "application/json", _invalid("expected object, received array")
-            items = data if isinstance(data, list) else [data]
-            if not all(isinstance(i, dict) and "name" in i and "value" in i for i in items):
-                return 400, "application/json", _invalid("a score needs a name and a value")
-            with self._changed:
-                self._scores.extend(items)
-                self._changed.notify_all()
-            if isinstance(data, list):
-                default = json.dumps({"message": "Accepted"}).encode()
-                return reply.status or 202, "application/json", reply.body or default
-            score_id = data.get("id") or f"score-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
-            default = json.dumps({"id": score_id}).encode()
-            return status, "application/json", reply.body or default
+    def _scores(self, status: int, headers: Headers, body: bytes, reply: Reply) -> Answer:
+        try:
+            data = json.loads(body or b"null")
+        except ValueError as exc:
+            with self._lock:
+                self._errors.append(f"invalid score JSON: {exc}")
+            return 400, _JSON, b'{"message": "invalid JSON"}'
+        problem = self._score_problem(data)
+        if problem:
+            return 400, _JSON, _invalid(problem)
+        items = data if isinstance(data, list) else [data]
+        with self._changed:
+            self._scores.extend(items)
+            self._changed.notify_all()
+        if isinstance(data, list):
+            return reply.status or 202, _JSON, reply.body or b'{"message": "Accepted"}'
+        score_id = data.get("id") or f"score-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
+        return status, _JSON, reply.body or json.dumps({"id": score_id}).encode()
 
-        return status, "application/json", reply.body if reply.body is not None else b"{}"
+    def _score_problem(self, data: Any) -> str | None:
+        if isinstance(data, list) and not self.accept_score_arrays:
+            # Servers up to at least 4.16: the body must be one score object.
+            return "expected object, received array"
+        items = data if isinstance(data, list) else [data]
+        if not all(isinstance(i, dict) and "name" in i and "value" in i for i in items):
+            return "a score needs a name and a value"
+        return None
+
+    def _any_other(self, status: int, headers: Headers, body: bytes, reply: Reply) -> Answer:
+        return status, _JSON, _given(reply, b"{}")
 
     def _authorized(self, headers: dict[str, str]) -> bool:
         if self.public_key is None or self.secret_key is None:
@@ -424,13 +395,31 @@ class FakeLangfuse:
         return True
 
 
+_JSON = "application/json"
+_PROTOBUF = "application/x-protobuf"
+_UNAUTHORIZED = (
+    b'{"message": "Invalid credentials. Confirm that you\'ve configured the correct host."}'
+)
+# (method, path) -> the answer of that LangFuse endpoint; anything else under /api/public: {}.
+_ROUTES = {
+    ("GET", PROJECTS_PATH): FakeLangfuse._projects,
+    ("POST", OTLP_PATH): FakeLangfuse._otlp,
+    ("POST", SCORES_PATH): FakeLangfuse._scores,
+}
+
+
+def _given(reply: Reply, default: bytes) -> bytes:
+    """The scripted body when the script gave one, else the endpoint's own."""
+    return reply.body if reply.body is not None else default
+
+
 def _invalid(message: str) -> bytes:
     return json.dumps({"message": "Invalid request data", "error": [message]}).encode()
 
 
 def _as_reply(entry: int | str | Reply, path: str | None) -> Reply:
     if isinstance(entry, Reply):
-        return entry if path is None or entry.path is not None else _with_path(entry, path)
+        return entry if path is None or entry.path is not None else replace(entry, path=path)
     if isinstance(entry, bool):
         raise TypeError(f"script entry must be a status, a mode name or a Reply, got {entry!r}")
     if isinstance(entry, int):
@@ -439,17 +428,6 @@ def _as_reply(entry: int | str | Reply, path: str | None) -> Reply:
         return Reply(action=entry, path=path)  # type: ignore[arg-type]
     raise ValueError(
         f"unknown script entry {entry!r}; expected a status, a Reply or {sorted(_MODES)}"
-    )
-
-
-def _with_path(reply: Reply, path: str) -> Reply:
-    return Reply(
-        status=reply.status,
-        headers=reply.headers,
-        body=reply.body,
-        delay=reply.delay,
-        action=reply.action,
-        path=path,
     )
 
 

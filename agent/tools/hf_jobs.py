@@ -1,8 +1,9 @@
 """HF Jobs: run a training or evaluation command as a job and wait for it.
 
-With ``backend="local"`` (the default, and the only one offline) the job runs as a local
-subprocess, which is how the agent rehearses a job before paying for hardware; the events are
-the same as for a Hub job (``hf_job_submit``, ``hf_job_complete``).
+``LocalJobRunner`` runs the job as a local subprocess (isolated Python, a timeout), which is how
+the agent rehearses a job before paying for hardware. Its events are those of a Hub job
+(``hf_job_submit``, ``hf_job_complete``) with ``backend="local"`` in their data, so a local run
+costs nothing in the rows.
 """
 
 from __future__ import annotations
