@@ -9,9 +9,13 @@
   are probed with a one-token call and the first accepted one is kept for the session.
 - ``restore``: a saved session is resumed, re-seeded with a summary of its transcript.
 
-The same code drives a real model (``--model openai/gpt-4o-mini`` with its key) and, offline,
-``ScriptedModel``: a deterministic script that answers through litellm's ``mock_response`` /
-``mock_tool_calls``, so every call site, tool and telemetry path runs without network.
+``main`` and ``research`` run the same tool loop (``_ToolLoop``): call the model, run the tools
+it asks for, hand their results back, until it answers or the step limit is reached.
+
+The same code drives a real model (``--model openai/gpt-4o-mini`` with its key) and, offline
+(no model configured), ``agent.testing.scripted_model.ScriptedModel``: a deterministic script that answers
+through litellm's ``mock_response`` / ``mock_tool_calls``, so every call site, tool and
+telemetry path runs without network.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,7 @@ from agent.config import AgentConfig
 from agent.core import llm, telemetry
 from agent.core.messages import message_dict
 from agent.core.session import Session
+from agent.testing.scripted_model import ScriptedModel
 from agent.tools.base import Tool, ToolRegistry
 from agent.tools.hf_jobs import LocalJobRunner
 from agent.tools.sandbox import LocalSandbox
@@ -55,124 +60,13 @@ RESTORE_PROMPT = (
     "continue: the goal, what was done, and what remains."
 )
 
+# The values of litellm's ``reasoning_effort``, highest first (the order effort_probe walks).
 EFFORT_LEVELS: tuple[str, ...] = ("high", "medium", "low", "minimal")
-SCRIPTED_MODEL = "openai/gpt-5-mini"
 
 
 def _is_effort_rejection(exc: BaseException) -> bool:
     text = str(exc).lower()
     return "reasoning_effort" in text or "reasoning effort" in text
-
-
-# -- the offline model --
-
-
-@dataclass
-class ScriptedModel:
-    """A deterministic stand-in for a provider, answering through litellm's mock parameters.
-
-    It behaves like a deployment that caps ``reasoning_effort`` at ``max_effort`` (rejecting
-    higher levels), calls ``run_python`` then ``research`` on a new task, ``hf_job`` when asked
-    for a job, and answers from the tool results.
-    """
-
-    model: str = SCRIPTED_MODEL
-    max_effort: str = "low"
-    _counter: int = field(default=0, repr=False)
-
-    def _call_id(self) -> str:
-        self._counter += 1
-        return f"call_{self._counter:04d}"
-
-    def _tool_call(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "mock_response": "",
-            "mock_tool_calls": [
-                {
-                    "id": self._call_id(),
-                    "type": "function",
-                    "function": {"name": name, "arguments": json.dumps(args)},
-                }
-            ],
-        }
-
-    def mock_kwargs(
-        self,
-        kind: str,
-        messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None,
-        params: dict[str, Any],
-    ) -> dict[str, Any]:
-        effort = params.get("reasoning_effort")
-        if effort is not None and EFFORT_LEVELS.index(effort) < EFFORT_LEVELS.index(
-            self.max_effort
-        ):
-            return {
-                "mock_response": litellm.BadRequestError(
-                    message=f"reasoning_effort={effort!r} is not supported by this deployment",
-                    model=self.model,
-                    llm_provider="openai",
-                )
-            }
-        last = messages[-1] if messages else {}
-        if kind == "effort_probe":
-            return {"mock_response": "pong"}
-        if kind == "compaction":
-            n = len(messages) - 2
-            return {
-                "mock_response": f"Summary of {n} earlier messages: the user asked for "
-                "word statistics and background research; both were completed."
-            }
-        if kind == "restore":
-            return {
-                "mock_response": "Restored context: the previous session computed word "
-                "statistics, researched background and ran a local training job."
-            }
-        tool_names = {t["function"]["name"] for t in tools or []}
-        done_tools = [m.get("name") for m in messages if m.get("role") == "tool"]
-        since_user = _since_last_user(messages)
-        used_this_turn = [m.get("name") for m in since_user if m.get("role") == "tool"]
-        if kind == "research":
-            if not done_tools and "run_python" in tool_names:
-                return self._tool_call(
-                    "run_python", {"code": "import math\nprint(round(math.pi, 6))"}
-                )
-            return {
-                "mock_response": "Findings: the computation checks out (pi = 3.141593); "
-                "no further sources needed."
-            }
-        # kind == "main"
-        task = (
-            next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
-            or ""
-        )
-        if "job" in task.lower() and "hf_job" in tool_names and "hf_job" not in used_this_turn:
-            return self._tool_call(
-                "hf_job", {"script": "print('epoch 1 loss 0.42')", "flavor": "cpu-basic"}
-            )
-        if (
-            "run_python" in tool_names
-            and "run_python" not in used_this_turn
-            and last.get("role") == "user"
-        ):
-            code = f"text = {task!r}\nprint(len(text.split()), 'words')"
-            return self._tool_call("run_python", {"code": code})
-        if (
-            "research" in tool_names
-            and "research" not in used_this_turn
-            and "research" in (task.lower())
-        ):
-            return self._tool_call("research", {"question": f"Background for: {task[:80]}"})
-        results = [str(m.get("content", ""))[:60] for m in since_user if m.get("role") == "tool"]
-        summary = "; ".join(r.replace("\n", " ") for r in results) or "no tools needed"
-        return {"mock_response": f"Done. {summary}"}
-
-
-def _since_last_user(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    for i in range(len(messages) - 1, -1, -1):
-        if messages[i].get("role") == "user":
-            return messages[i + 1 :]
-    return messages
 
 
 # -- the agent --
@@ -243,47 +137,28 @@ class Agent:
         calls_before = self.llm_calls
         telemetry.record_turn_start(self.session, user_message=user_message)
         self.messages.append({"role": "user", "content": user_message})
-        reply = ""
-        steps = 0
-        ok = False
+        loop = _ToolLoop(self.session, self.tools, self.config.max_steps)
+        reply: str | None = None
         try:
-            for steps in range(1, self.config.max_steps + 1):  # noqa: B007
-                await self._maybe_compact()
-                response = await self._call_main()
-                message = response.choices[0].message
-                self.messages.append(message_dict(message))
-                if not getattr(message, "tool_calls", None):
-                    reply = message.content or ""
-                    ok = True
-                    break
-                for tc in message.tool_calls:
-                    result = await self.tools.call(
-                        self.session,
-                        name=tc.function.name,
-                        arguments=tc.function.arguments,
-                        tool_call_id=tc.id,
-                    )
-                    self.messages.append(
-                        {
-                            "role": "tool",
-                            "tool_call_id": tc.id,
-                            "name": tc.function.name,
-                            "content": result,
-                        }
-                    )
-            else:
-                reply = "Stopped: the step limit was reached before a final answer."
+            # Compaction replaces self.messages: the loop reads the current list at each step.
+            reply = await loop.run(self._main_step, lambda: self.messages)
         finally:
             telemetry.record_turn_complete(
                 self.session,
-                final_reply=reply,
+                final_reply=reply or "",
                 duration_ms=(time.monotonic() - started) * 1000.0,
-                steps=steps,
+                steps=loop.steps,
                 llm_calls=self.llm_calls - calls_before,
-                ok=ok,
+                ok=reply is not None,
             )
             self.session.turn_index += 1
-        return reply
+        return (
+            "Stopped: the step limit was reached before a final answer." if reply is None else reply
+        )
+
+    async def _main_step(self) -> Any:
+        await self._maybe_compact()
+        return await self._call_main()
 
     async def _call_main(self) -> Any:
         params: dict[str, Any] = {}
@@ -370,33 +245,17 @@ class Agent:
         )
 
     async def research(self, question: str) -> str:
+        """The research sub-agent: its own messages and tools (the sandbox), the same loop."""
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": RESEARCH_PROMPT},
             {"role": "user", "content": question},
         ]
         sub_tools = ToolRegistry([self.sandbox.tool()])
-        for _ in range(self.config.max_steps):
-            response = await self._call("research", messages, sub_tools.definitions())
-            message = response.choices[0].message
-            messages.append(message_dict(message))
-            if not getattr(message, "tool_calls", None):
-                return message.content or ""
-            for tc in message.tool_calls:
-                result = await sub_tools.call(
-                    self.session,
-                    name=tc.function.name,
-                    arguments=tc.function.arguments,
-                    tool_call_id=tc.id,
-                )
-                messages.append(
-                    {
-                        "role": "tool",
-                        "tool_call_id": tc.id,
-                        "name": tc.function.name,
-                        "content": result,
-                    }
-                )
-        return "Research stopped at the step limit."
+        loop = _ToolLoop(self.session, sub_tools, self.config.max_steps)
+        reply = await loop.run(
+            lambda: self._call("research", messages, sub_tools.definitions()), lambda: messages
+        )
+        return "Research stopped at the step limit." if reply is None else reply
 
     # -- save / restore --
 
@@ -458,6 +317,49 @@ class Agent:
         """End the session: tear the sandbox down, then record ``session_end`` (its rollup)."""
         self.sandbox.destroy()
         telemetry.record_session_end(self.session)
+
+
+class _ToolLoop:
+    """The one tool loop of ``main`` and ``research``.
+
+    ``run(ask, messages)`` calls ``ask()`` (one model call) until the model answers without
+    tool calls, running each tool call it makes through ``tools`` and appending the assistant
+    message and the tool results to ``messages()``; at most ``max_steps`` model calls. Returns
+    the answer, or None at the step limit. ``steps`` counts the model calls made so far, also
+    when one raised.
+    """
+
+    def __init__(self, session: Session, tools: ToolRegistry, max_steps: int) -> None:
+        self.session = session
+        self.tools = tools
+        self.max_steps = max_steps
+        self.steps = 0
+
+    async def run(
+        self, ask: Callable[[], Awaitable[Any]], messages: Callable[[], list[dict[str, Any]]]
+    ) -> str | None:
+        while self.steps < self.max_steps:
+            self.steps += 1
+            message = (await ask()).choices[0].message
+            messages().append(message_dict(message))
+            if not getattr(message, "tool_calls", None):
+                return message.content or ""
+            for tc in message.tool_calls:
+                result = await self.tools.call(
+                    self.session,
+                    name=tc.function.name,
+                    arguments=tc.function.arguments,
+                    tool_call_id=tc.id,
+                )
+                messages().append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": tc.id,
+                        "name": tc.function.name,
+                        "content": result,
+                    }
+                )
+        return None
 
 
 def _render(messages: list[dict[str, Any]]) -> str:
