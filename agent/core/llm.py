@@ -11,11 +11,13 @@ re-raised to the caller unchanged; telemetry errors never are.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, ParamSpec
 
 import litellm
 
@@ -36,59 +38,6 @@ __all__ = [
 ]
 
 ChunkCallback = Callable[[Any], None]
-
-
-def _caller_metadata(litellm_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The caller's ``metadata=`` (litellm's LangFuse keys and anything else), taken out of the
-    litellm keywords; it is handed to litellm unchanged beside our namespaced key."""
-    user_md = litellm_kwargs.pop("metadata", None) or {}
-    if not isinstance(user_md, dict):
-        raise TypeError("metadata must be a dict")
-    return user_md
-
-
-def _kwargs(
-    ctx: CallContext,
-    model: str,
-    messages: Sequence[dict[str, Any]],
-    tools: Sequence[dict[str, Any]] | None,
-    stream: bool,
-    user_md: dict[str, Any],
-    litellm_kwargs: dict[str, Any],
-) -> dict[str, Any]:
-    _learn_secrets(litellm_kwargs)
-    kwargs: dict[str, Any] = {
-        "model": model,
-        "messages": list(messages),
-        "metadata": {**user_md, METADATA_KEY: ctx.as_metadata()},
-        **litellm_kwargs,
-    }
-    if tools:
-        kwargs["tools"] = list(tools)
-    if stream:
-        kwargs["stream"] = True
-        kwargs.setdefault("stream_options", {"include_usage": True})
-    return kwargs
-
-
-def _learn_secrets(litellm_kwargs: dict[str, Any]) -> None:
-    """The call's own credentials are scrubbed by value everywhere from now on (both pipelines),
-    whatever they look like: ``api_key=`` and credential headers."""
-    from agent.core.redact import SECRET_KEY_RE
-
-    KNOWN_SECRETS.add(litellm_kwargs.get("api_key"))
-    for name in ("extra_headers", "headers"):
-        headers = litellm_kwargs.get(name)
-        if not isinstance(headers, dict):
-            continue
-        for key, value in headers.items():
-            if (
-                isinstance(key, str)
-                and isinstance(value, str)
-                and (SECRET_KEY_RE.fullmatch(key.lower()) or key.lower() == "x-api-key")
-            ):
-                KNOWN_SECRETS.add(value)
-                KNOWN_SECRETS.add(value.partition(" ")[2])  # "Bearer <token>"
 
 
 async def complete(
@@ -114,81 +63,144 @@ async def complete(
     generation's metadata, through redaction. Any other keyword (``temperature``,
     ``mock_response``, ``reasoning_effort`` ...) goes to litellm as is.
     """
-    user_md = _caller_metadata(litellm_kwargs)
-    ctx = CallContext.new(session, kind, redact=redact, metadata=user_md)
-    kwargs = _kwargs(ctx, model, messages, tools, stream, user_md, litellm_kwargs)
-    started = time.monotonic()
+    call = _Call(session, kind, model, messages, tools, stream, on_chunk, redact, litellm_kwargs)
     try:
-        response = await litellm.acompletion(**kwargs)
-        if stream:
-            chunks = []
-            async for chunk in response:
-                chunks.append(chunk)
-                if on_chunk is not None:
-                    on_chunk(chunk)
-            response = litellm.stream_chunk_builder(chunks, messages=kwargs["messages"])
-    except BaseException as exc:
-        telemetry.record_llm_call_error(
-            session,
-            ctx,
-            exc,
-            model=model,
-            latency_ms=_ms(started),
-            stream=stream,
-            messages=kwargs["messages"],
-        )
-        raise
+        with call.errors_recorded():
+            response = await litellm.acompletion(**call.kwargs)
+            if stream:
+                async for chunk in response:
+                    call.chunk(chunk)
+                response = call.assembled()
     finally:
         # litellm schedules its async logging as a task; one trip through the loop lets it
         # enqueue, so a caller that leaves the loop now can still drain it (adrain_callbacks).
         await asyncio.sleep(0)
-    telemetry.record_llm_call(
-        session, ctx, response, model=model, latency_ms=_ms(started), stream=stream
-    )
-    return response
+    return call.recorded(response)
 
 
-def complete_sync(
-    session: Session,
-    *,
-    kind: str,
-    model: str,
-    messages: Sequence[dict[str, Any]],
-    tools: Sequence[dict[str, Any]] | None = None,
-    stream: bool = False,
-    on_chunk: ChunkCallback | None = None,
-    redact: str | None = None,
-    **litellm_kwargs: Any,
-) -> Any:
-    """The blocking twin of ``complete`` (``litellm.completion``), for code without a loop."""
-    user_md = _caller_metadata(litellm_kwargs)
-    ctx = CallContext.new(session, kind, redact=redact, metadata=user_md)
-    kwargs = _kwargs(ctx, model, messages, tools, stream, user_md, litellm_kwargs)
-    started = time.monotonic()
-    try:
-        response = litellm.completion(**kwargs)
-        if stream:
-            chunks = []
-            for chunk in response:
-                chunks.append(chunk)
-                if on_chunk is not None:
-                    on_chunk(chunk)
-            response = litellm.stream_chunk_builder(chunks, messages=kwargs["messages"])
-    except BaseException as exc:
-        telemetry.record_llm_call_error(
-            session,
-            ctx,
-            exc,
-            model=model,
-            latency_ms=_ms(started),
-            stream=stream,
-            messages=kwargs["messages"],
+_COMPLETE = inspect.signature(complete)
+P = ParamSpec("P")
+
+
+def _arguments_of(
+    twin: Callable[P, Awaitable[Any]],
+) -> Callable[[Callable[..., Any]], Callable[P, Any]]:
+    """Give the decorated function the parameters of ``twin``, for type checkers (ParamSpec)
+    and at run time (``inspect.signature``, help()): the parameter list is written once."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[P, Any]:
+        fn.__signature__ = inspect.signature(twin).replace(  # type: ignore[attr-defined]
+            return_annotation=inspect.signature(fn).return_annotation
         )
-        raise
-    telemetry.record_llm_call(
-        session, ctx, response, model=model, latency_ms=_ms(started), stream=stream
-    )
-    return response
+        return fn
+
+    return decorate
+
+
+@_arguments_of(complete)
+def complete_sync(session: Session, **arguments: Any) -> Any:
+    """The blocking twin of ``complete`` (``litellm.completion``), for code without a loop: the
+    same arguments, the same rows."""
+    bound = _COMPLETE.bind(session, **arguments)  # TypeError for a missing or unknown argument
+    bound.apply_defaults()
+    call = _Call(**bound.arguments)
+    with call.errors_recorded():
+        response = litellm.completion(**call.kwargs)
+        if call.stream:
+            for chunk in response:
+                call.chunk(chunk)
+            response = call.assembled()
+    return call.recorded(response)
+
+
+class _Call:
+    """One LLM call of ``complete`` / ``complete_sync``: its ``CallContext`` and litellm
+    keywords, fixed before the call, and the one ``llm_call`` or ``llm_call_error`` row after."""
+
+    def __init__(
+        self,
+        session: Session,
+        kind: str,
+        model: str,
+        messages: Sequence[dict[str, Any]],
+        tools: Sequence[dict[str, Any]] | None,
+        stream: bool,
+        on_chunk: ChunkCallback | None,
+        redact: str | None,
+        litellm_kwargs: dict[str, Any],
+    ) -> None:
+        # The caller's metadata= (litellm's LangFuse keys and anything else) goes to litellm
+        # unchanged, beside our namespaced key.
+        user_md = litellm_kwargs.pop("metadata", None) or {}
+        if not isinstance(user_md, dict):
+            raise TypeError("metadata must be a dict")
+        self.session, self.model, self.stream, self.on_chunk = session, model, stream, on_chunk
+        self.ctx = CallContext.new(session, kind, redact=redact, metadata=user_md)
+        _learn_secrets(litellm_kwargs)
+        self.kwargs: dict[str, Any] = {
+            "model": model,
+            "messages": list(messages),
+            "metadata": {**user_md, METADATA_KEY: self.ctx.as_metadata()},
+            **litellm_kwargs,
+        }
+        if tools:
+            self.kwargs["tools"] = list(tools)
+        if stream:
+            self.kwargs["stream"] = True
+            self.kwargs.setdefault("stream_options", {"include_usage": True})
+        self.chunks: list[Any] = []
+        self.started = time.monotonic()
+
+    def chunk(self, chunk: Any) -> None:
+        self.chunks.append(chunk)
+        if self.on_chunk is not None:
+            self.on_chunk(chunk)
+
+    def assembled(self) -> Any:
+        return litellm.stream_chunk_builder(self.chunks, messages=self.kwargs["messages"])
+
+    @contextlib.contextmanager
+    def errors_recorded(self) -> Iterator[None]:
+        """Record a failure of the call (an ``llm_call_error`` row) and re-raise it unchanged."""
+        try:
+            yield
+        except BaseException as exc:
+            messages = self.kwargs["messages"]
+            telemetry.record_llm_call_error(
+                self.session, self.ctx, exc, messages=messages, **self._row_fields()
+            )
+            raise
+
+    def recorded(self, response: Any) -> Any:
+        """Record the successful call (an ``llm_call`` row); returns ``response``."""
+        telemetry.record_llm_call(self.session, self.ctx, response, **self._row_fields())
+        return response
+
+    def _row_fields(self) -> dict[str, Any]:
+        return {"model": self.model, "latency_ms": self._ms(), "stream": self.stream}
+
+    def _ms(self) -> float:
+        return (time.monotonic() - self.started) * 1000.0
+
+
+def _learn_secrets(litellm_kwargs: dict[str, Any]) -> None:
+    """The call's own credentials are scrubbed by value everywhere from now on (both pipelines),
+    whatever they look like: ``api_key=`` and credential headers."""
+    from agent.core.redact import SECRET_KEY_RE
+
+    KNOWN_SECRETS.add(litellm_kwargs.get("api_key"))
+    for name in ("extra_headers", "headers"):
+        headers = litellm_kwargs.get(name)
+        if not isinstance(headers, dict):
+            continue
+        for key, value in headers.items():
+            if (
+                isinstance(key, str)
+                and isinstance(value, str)
+                and (SECRET_KEY_RE.fullmatch(key.lower()) or key.lower() == "x-api-key")
+            ):
+                KNOWN_SECRETS.add(value)
+                KNOWN_SECRETS.add(value.partition(" ")[2])  # "Bearer <token>"
 
 
 def model_problem(model: str, *, need_key: bool = True) -> str | None:
@@ -226,10 +238,6 @@ def _blank_provider_keys(provider: str) -> list[str]:
     if not keys or any(value.strip() for value in keys.values()):
         return []
     return sorted(keys)
-
-
-def _ms(started: float) -> float:
-    return (time.monotonic() - started) * 1000.0
 
 
 # -- litellm's callbacks: the async logging worker and the sync thread pool --
