@@ -7,15 +7,21 @@ never breaks the agent: the failure is logged once per distinct error at WARNING
 An event has two parts: ``data`` (small, typed metadata that every sink may persist) and
 ``payload`` (message content such as a tool's arguments or a turn's reply). ``payload`` is never
 written to the HF Dataset; it is only forwarded to LangFuse, through the redaction policy.
+
+Work is filed under LangFuse ids handed out before it is forwarded (``TraceLink`` from the
+session's ``TraceLinker``); ``caller_trace`` turns the trace a caller names in an LLM call's
+metadata (``existing_trace_id``) into ids LangFuse accepts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
@@ -42,6 +48,33 @@ class TraceLink:
     sampled: bool | None = None
     parent_id: str | None = None
     caller_trace: bool = False
+
+
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_OBSERVATION_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def _normalise_id(value: Any, pattern: re.Pattern[str], nbytes: int) -> str | None:
+    """A caller's id as LangFuse's OTLP ingestion needs it: lowercase hex as is (UUID dashes
+    dropped), anything else hashed to ``nbytes`` bytes, as litellm's LangFuse callback does."""
+    if value is None or value == "":
+        return None
+    text = str(value)
+    compact = text.lower().replace("-", "")
+    if pattern.fullmatch(compact):
+        return compact
+    return hashlib.sha256(text.encode("utf-8")).digest()[:nbytes].hex()
+
+
+def caller_trace(metadata: Mapping[str, Any] | None) -> tuple[str, str | None] | None:
+    """``(trace_id, parent_observation_id)`` from a call's ``existing_trace_id`` /
+    ``parent_observation_id`` metadata (litellm's LangFuse keys), or None."""
+    if not metadata:
+        return None
+    trace_id = _normalise_id(metadata.get("existing_trace_id"), _TRACE_ID, 16)
+    if trace_id is None:
+        return None
+    return trace_id, _normalise_id(metadata.get("parent_observation_id"), _OBSERVATION_ID, 8)
 
 
 @runtime_checkable

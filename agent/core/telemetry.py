@@ -12,9 +12,7 @@ raises into the agent (see ``agent.core.guard``).
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -23,40 +21,13 @@ from typing import Any
 from agent.core import guard, messages
 from agent.core.dataset import pricing
 from agent.core.error_text import content_strings, error_details, safe_error_text
-from agent.core.session import Event, Session, new_id, utcnow
+from agent.core.session import Event, Session, TraceLink, caller_trace, new_id, utcnow
 
 logger = logging.getLogger(__name__)
 
 METADATA_KEY = "ml_intern"
 
 KINDS: tuple[str, ...] = ("main", "research", "compaction", "effort_probe", "restore")
-
-
-_TRACE_ID = re.compile(r"[0-9a-f]{32}")
-_OBSERVATION_ID = re.compile(r"[0-9a-f]{16}")
-
-
-def _normalise_id(value: Any, pattern: re.Pattern[str], nbytes: int) -> str | None:
-    """A caller's id as LangFuse's OTLP ingestion needs it: lowercase hex as is (UUID dashes
-    dropped), anything else hashed to ``nbytes`` bytes, as litellm's LangFuse callback does."""
-    if value is None or value == "":
-        return None
-    text = str(value)
-    compact = text.lower().replace("-", "")
-    if pattern.fullmatch(compact):
-        return compact
-    return hashlib.sha256(text.encode("utf-8")).digest()[:nbytes].hex()
-
-
-def caller_trace(metadata: Mapping[str, Any] | None) -> tuple[str, str | None] | None:
-    """``(trace_id, parent_observation_id)`` from a call's ``existing_trace_id`` /
-    ``parent_observation_id`` metadata (litellm's LangFuse keys), or None."""
-    if not metadata:
-        return None
-    trace_id = _normalise_id(metadata.get("existing_trace_id"), _TRACE_ID, 16)
-    if trace_id is None:
-        return None
-    return trace_id, _normalise_id(metadata.get("parent_observation_id"), _OBSERVATION_ID, 8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +69,20 @@ class CallContext:
             session_id=session.session_id,
             user_id=session.user_id,
             turn_index=session.turn_index,
-            langfuse_trace_id=link.trace_id,
-            langfuse_observation_id=link.observation_id,
-            langfuse_sampled=link.sampled,
-            langfuse_parent_id=link.parent_id,
-            langfuse_caller_trace=link.caller_trace,
             redact=redact,
             metadata_keys=tuple(str(k) for k in metadata or () if k != METADATA_KEY),
+            **_link_fields(link),
+        )
+
+    @property
+    def link(self) -> TraceLink:
+        """The LangFuse ids the call's generation is filed under."""
+        return TraceLink(
+            self.langfuse_trace_id,
+            self.langfuse_observation_id,
+            self.langfuse_sampled,
+            self.langfuse_parent_id,
+            self.langfuse_caller_trace,
         )
 
     def as_metadata(self) -> dict[str, Any]:
@@ -121,7 +99,7 @@ class CallContext:
         return cls(**values)
 
 
-def _event(
+def _send(
     session: Session,
     event_type: str,
     data: dict[str, Any],
@@ -129,9 +107,9 @@ def _event(
     payload: dict[str, Any] | None = None,
     turn_index: int | None = None,
 ) -> Event:
+    """Build one session event (filed under the turn it belongs to) and fan it out."""
     ti = session.event_turn() if turn_index is None else turn_index
-    link = session.link(ti, event_type)
-    return Event(
+    event = Event(
         event_id=new_id(),
         event_type=event_type,
         timestamp=utcnow(),
@@ -139,18 +117,22 @@ def _event(
         session_id=session.session_id,
         user_id=session.user_id,
         turn_index=ti,
-        langfuse_trace_id=link.trace_id,
-        langfuse_observation_id=link.observation_id,
-        langfuse_sampled=link.sampled,
         payload=payload or {},
-        langfuse_parent_id=link.parent_id,
-        langfuse_caller_trace=link.caller_trace,
+        **_link_fields(session.link(ti, event_type)),
     )
-
-
-def _emit(session: Session, event: Event) -> Event:
     session.send_event(event)
     return event
+
+
+def _link_fields(link: TraceLink) -> dict[str, Any]:
+    """An event's LangFuse fields, from the ids its work is filed under."""
+    return {
+        "langfuse_trace_id": link.trace_id,
+        "langfuse_observation_id": link.observation_id,
+        "langfuse_sampled": link.sampled,
+        "langfuse_parent_id": link.parent_id,
+        "langfuse_caller_trace": link.caller_trace,
+    }
 
 
 # -- llm calls --
@@ -158,36 +140,19 @@ def _emit(session: Session, event: Event) -> Event:
 
 def usage_fields(response: Any) -> dict[str, int]:
     """Token counts from a litellm response, cache tokens included (0 when absent)."""
-    usage = getattr(response, "usage", None)
-    if usage is None and isinstance(response, dict):
-        usage = response.get("usage")
-    if usage is None:
-        return {
-            "prompt_tokens": 0,
-            "completion_tokens": 0,
-            "total_tokens": 0,
-            "cache_read_tokens": 0,
-            "cache_creation_tokens": 0,
-        }
-
-    prompt = int(messages.field(usage, "prompt_tokens") or 0)
-    completion = int(messages.field(usage, "completion_tokens") or 0)
-    total = int(messages.field(usage, "total_tokens") or prompt + completion)
-    details = messages.field(usage, "prompt_tokens_details")
-    cache_read = (
-        messages.field(details, "cached_tokens")
-        or messages.field(usage, "cache_read_input_tokens")
-        or 0
-    )
+    get = messages.field  # a response or its usage may be a dict or an object
+    usage = get(response, "usage")
+    details = get(usage, "prompt_tokens_details")
+    prompt = int(get(usage, "prompt_tokens") or 0)
+    completion = int(get(usage, "completion_tokens") or 0)
+    cache_read = get(details, "cached_tokens") or get(usage, "cache_read_input_tokens") or 0
     cache_creation = (
-        messages.field(details, "cache_creation_tokens")
-        or messages.field(usage, "cache_creation_input_tokens")
-        or 0
+        get(details, "cache_creation_tokens") or get(usage, "cache_creation_input_tokens") or 0
     )
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": total,
+        "total_tokens": int(get(usage, "total_tokens") or prompt + completion),
         "cache_read_tokens": int(cache_read),
         "cache_creation_tokens": int(cache_creation),
     }
@@ -230,7 +195,7 @@ def record_llm_call(
             "stream": stream,
             "tool_calls": len(tool_calls),
         }
-        return _emit(session, _call_event(ctx, "llm_call", data))
+        return _send_call(session, ctx, "llm_call", data)
     return None
 
 
@@ -254,12 +219,13 @@ def record_llm_call_error(
             **error_details(error, quoted=content_strings(messages)),
             "stream": stream,
         }
-        return _emit(session, _call_event(ctx, "llm_call_error", data))
+        return _send_call(session, ctx, "llm_call_error", data)
     return None
 
 
-def _call_event(ctx: CallContext, event_type: str, data: dict[str, Any]) -> Event:
-    return Event(
+def _send_call(session: Session, ctx: CallContext, event_type: str, data: dict[str, Any]) -> Event:
+    """The row of an LLM call: every id from its context, fixed before the call."""
+    event = Event(
         event_id=ctx.event_id,
         event_type=event_type,
         timestamp=utcnow(),
@@ -268,12 +234,10 @@ def _call_event(ctx: CallContext, event_type: str, data: dict[str, Any]) -> Even
         user_id=ctx.user_id,
         turn_index=ctx.turn_index,
         kind=ctx.kind,
-        langfuse_trace_id=ctx.langfuse_trace_id,
-        langfuse_observation_id=ctx.langfuse_observation_id,
-        langfuse_sampled=ctx.langfuse_sampled,
-        langfuse_parent_id=ctx.langfuse_parent_id,
-        langfuse_caller_trace=ctx.langfuse_caller_trace,
+        **_link_fields(ctx.link),
     )
+    session.send_event(event)
+    return event
 
 
 # -- turns --
@@ -282,15 +246,8 @@ def _call_event(ctx: CallContext, event_type: str, data: dict[str, Any]) -> Even
 def record_turn_start(session: Session, *, user_message: str) -> Event | None:
     with guard.guarded("record_turn_start"):
         session.in_turn = True
-        return _emit(
-            session,
-            _event(
-                session,
-                "turn_start",
-                {"message_chars": len(user_message)},
-                payload={"user_message": user_message},
-            ),
-        )
+        data = {"message_chars": len(user_message)}
+        return _send(session, "turn_start", data, payload={"user_message": user_message})
     return None
 
 
@@ -305,22 +262,15 @@ def record_turn_complete(
 ) -> Event | None:
     with guard.guarded("record_turn_complete"):
         session.in_turn = False
-        return _emit(
-            session,
-            _event(
-                session,
-                "turn_complete",
-                {
-                    "duration_ms": round(duration_ms, 3),
-                    "steps": steps,
-                    "llm_calls": llm_calls,
-                    "reply_chars": len(final_reply),
-                    "ok": ok,
-                },
-                payload={"final_reply": final_reply},
-                turn_index=session.turn_index,
-            ),
-        )
+        data = {
+            "duration_ms": round(duration_ms, 3),
+            "steps": steps,
+            "llm_calls": llm_calls,
+            "reply_chars": len(final_reply),
+            "ok": ok,
+        }
+        payload = {"final_reply": final_reply}
+        return _send(session, "turn_complete", data, payload=payload, turn_index=session.turn_index)
     return None
 
 
@@ -349,10 +299,8 @@ def record_tool_call(
         if error is not None:
             # Tool errors quote their arguments (paths, tokens): none of that goes to the row.
             data["error"] = safe_error_text(error, quoted=content_strings([arguments, result]))
-        return _emit(
-            session,
-            _event(session, "tool_call", data, payload={"arguments": arguments, "result": result}),
-        )
+        payload = {"arguments": arguments, "result": result}
+        return _send(session, "tool_call", data, payload=payload)
     return None
 
 
@@ -369,22 +317,15 @@ def record_hf_job_submit(
 ) -> Event | None:
     """One ``hf_job_submit`` row. The command goes to LangFuse only (``payload``)."""
     with guard.guarded("record_hf_job_submit"):
-        return _emit(
-            session,
-            _event(
-                session,
-                "hf_job_submit",
-                {
-                    "job_id": job_id,
-                    "image": image,
-                    "flavor": flavor,
-                    "job_url": job_url,
-                    "timeout_s": None if timeout_s is None else float(timeout_s),
-                    "backend": backend,
-                },
-                payload={"command": command},
-            ),
-        )
+        data = {
+            "job_id": job_id,
+            "image": image,
+            "flavor": flavor,
+            "job_url": job_url,
+            "timeout_s": None if timeout_s is None else float(timeout_s),
+            "backend": backend,
+        }
+        return _send(session, "hf_job_submit", data, payload={"command": command})
     return None
 
 
@@ -406,23 +347,18 @@ def record_hf_job_complete(
     """
     with guard.guarded("record_hf_job_complete"):
         wall = duration_s if wall_time_s is None else wall_time_s
-        cost = pricing.estimate_cost("local" if backend == "local" else flavor, wall, prices)
-        return _emit(
-            session,
-            _event(
-                session,
-                "hf_job_complete",
-                {
-                    "job_id": job_id,
-                    "status": status,
-                    "duration_s": round(duration_s, 3),
-                    "wall_time_s": round(wall, 3),
-                    "flavor": flavor,
-                    "estimated_cost_usd": cost,
-                    "backend": backend,
-                },
+        data = {
+            "job_id": job_id,
+            "status": status,
+            "duration_s": round(duration_s, 3),
+            "wall_time_s": round(wall, 3),
+            "flavor": flavor,
+            "estimated_cost_usd": pricing.estimate_cost(
+                "local" if backend == "local" else flavor, wall, prices
             ),
-        )
+            "backend": backend,
+        }
+        return _send(session, "hf_job_complete", data)
     return None
 
 
@@ -437,22 +373,15 @@ def record_sandbox_create(
 ) -> Event | None:
     """One ``sandbox_create`` row; its cost is the creation's (price x ``create_latency_s``)."""
     with guard.guarded("record_sandbox_create"):
-        hardware = hardware or ("local" if backend == "local" else None)
-        return _emit(
+        return _send_sandbox(
             session,
-            _event(
-                session,
-                "sandbox_create",
-                {
-                    "sandbox_id": sandbox_id,
-                    "backend": backend,
-                    "hardware": hardware,
-                    "create_latency_s": _round(create_latency_s),
-                    "estimated_cost_usd": pricing.estimate_cost(
-                        hardware, create_latency_s, prices, per_started_minute=False
-                    ),
-                },
-            ),
+            "sandbox_create",
+            {"sandbox_id": sandbox_id},
+            backend=backend,
+            hardware=hardware,
+            create_latency_s=create_latency_s,
+            billed_s=create_latency_s,
+            prices=prices,
         )
     return None
 
@@ -471,30 +400,42 @@ def record_sandbox_destroy(
     """One ``sandbox_destroy`` row; its cost is the lifetime's (creation excluded, so the
     costs of a sandbox's two rows add up to the whole)."""
     with guard.guarded("record_sandbox_destroy"):
-        hardware = hardware or ("local" if backend == "local" else None)
-        return _emit(
+        return _send_sandbox(
             session,
-            _event(
-                session,
-                "sandbox_destroy",
-                {
-                    "sandbox_id": sandbox_id,
-                    "lifetime_s": round(lifetime_s, 3),
-                    "runs": runs,
-                    "backend": backend,
-                    "hardware": hardware,
-                    "create_latency_s": _round(create_latency_s),
-                    "estimated_cost_usd": pricing.estimate_cost(
-                        hardware, lifetime_s, prices, per_started_minute=False
-                    ),
-                },
-            ),
+            "sandbox_destroy",
+            {"sandbox_id": sandbox_id, "lifetime_s": round(lifetime_s, 3), "runs": runs},
+            backend=backend,
+            hardware=hardware,
+            create_latency_s=create_latency_s,
+            billed_s=lifetime_s,
+            prices=prices,
         )
     return None
 
 
-def _round(value: float | None, digits: int = 6) -> float | None:
-    return None if value is None else round(float(value), digits)
+def _send_sandbox(
+    session: Session,
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    backend: str,
+    hardware: str | None,
+    create_latency_s: float | None,
+    billed_s: float | None,
+    prices: Mapping[str, float] | None,
+) -> Event:
+    """A sandbox row: ``data``, then the machine and the cost of ``billed_s`` seconds on it
+    (a local sandbox runs on ``local`` hardware, which is free)."""
+    hardware = hardware or ("local" if backend == "local" else None)
+    cost = pricing.estimate_cost(hardware, billed_s, prices, per_started_minute=False)
+    data = {
+        **data,
+        "backend": backend,
+        "hardware": hardware,
+        "create_latency_s": None if create_latency_s is None else round(float(create_latency_s), 6),
+        "estimated_cost_usd": cost,
+    }
+    return _send(session, event_type, data)
 
 
 def record_feedback(
@@ -507,16 +448,9 @@ def record_feedback(
 ) -> Event | None:
     """A user's rating of a turn (the current one by default); a score in LangFuse."""
     with guard.guarded("record_feedback"):
-        return _emit(
-            session,
-            _event(
-                session,
-                "feedback",
-                {"name": name, "value": float(value), "has_comment": bool(comment)},
-                payload={"comment": comment},
-                turn_index=turn_index,
-            ),
-        )
+        data = {"name": name, "value": float(value), "has_comment": bool(comment)}
+        payload = {"comment": comment}
+        return _send(session, "feedback", data, payload=payload, turn_index=turn_index)
     return None
 
 
@@ -533,5 +467,5 @@ def record_session_end(session: Session) -> Event | None:
         if session.ended:
             return None
         session.ended = True
-        return _emit(session, _event(session, "session_end", session.usage.rollup()))
+        return _send(session, "session_end", session.usage.rollup())
     return None
