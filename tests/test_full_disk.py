@@ -134,7 +134,7 @@ def test_no_usable_temporary_directory_is_a_warning(
     # litellm calls tempfile.gettempdir() at import; on a full disk that raises.
     import tempfile
 
-    from agent import main as cli_main
+    from agent.cli.common import tolerate_no_temp_dir
 
     def full() -> str:
         raise FileNotFoundError(errno.ENOENT, "No usable temporary directory found")
@@ -142,6 +142,6 @@ def test_no_usable_temporary_directory_is_a_warning(
     monkeypatch.setattr(tempfile, "gettempdir", full)
     monkeypatch.setattr(tempfile, "tempdir", None)
     monkeypatch.setenv("TMPDIR", "/somewhere/tmp")
-    cli_main._tolerate_no_temp_dir()
+    tolerate_no_temp_dir()
     assert tempfile.tempdir == "/somewhere/tmp"
     assert "no usable temporary directory" in capsys.readouterr().err
