@@ -1,16 +1,22 @@
-"""Running the ``ml-intern`` CLI in the test process: fast, and any exception that escapes
-``main()`` (a traceback a user would see) fails the test."""
+"""Running the ``ml-intern`` CLI: in the test process (``run_cli``: fast, and any exception that
+escapes ``main()``, a traceback a user would see, fails the test), or as a user runs it, in a
+process of its own (``run_process``)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from agent.main import main
 
 CLEAN_PREFIXES = ("LANGFUSE_", "ML_INTERN_", "OTEL_SDK_DISABLED")
+# This process's environment without its LangFuse and ml-intern settings.
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(CLEAN_PREFIXES)}
 
 
 @dataclass
@@ -40,3 +46,19 @@ def run_cli(
     code = main(list(argv))
     captured = capsys.readouterr()
     return Result(code, captured.out, captured.err)
+
+
+def run_process(
+    *argv: str, env: dict[str, str] | None = None, timeout: float = 120, **options: Any
+) -> subprocess.CompletedProcess[str]:
+    """``python -m agent.main ARGV`` in a new process, its environment ``CLEAN_ENV`` plus
+    ``env``; ``options`` go to ``subprocess.run`` (``cwd``, ``preexec_fn`` ...)."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent.main", *argv],
+        capture_output=True,
+        text=True,
+        env={**CLEAN_ENV, **(env or {})},
+        timeout=timeout,
+        check=False,
+        **options,
+    )

@@ -1,5 +1,6 @@
-"""Shared helpers for the LangFuse tests: a respx-mocked LangFuse + OpenAI-compatible provider,
-and readers for what reached the wire."""
+"""Shared helpers for the LangFuse tests: fresh keys and a forwarding ``Observability`` (defined
+here once), a respx-mocked LangFuse + OpenAI-compatible provider, and readers for what reached
+the wire."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ import gzip
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import respx
 
+from agent.config import AgentConfig
+from agent.core.observability import Observability
+from agent.core.session import InMemorySink
 from agent.testing.otlp import decode_respx_calls
 
 LANGFUSE = "https://langfuse.example.test"
@@ -21,10 +27,48 @@ PROVIDER = "https://provider.example.test/v1"
 PROVIDER_KEY = "sk-provider-" + "Zz9" * 10
 
 
-def fresh_keys() -> tuple[str, str]:
-    # The SDK caches one client per public key for the process: a fresh key per setup.
+def fresh_keys(secret: str = "secret") -> tuple[str, str]:
+    """A LangFuse public and secret key never used before in this process: the SDK caches one
+    client per public key, so each setup needs its own. The secret key ends in ``secret``, a
+    marker a test can look for where it must never appear."""
     tag = uuid.uuid4().hex[:10]
-    return f"pk-lf-{tag}", f"sk-lf-{tag}-secret"
+    return f"pk-lf-{tag}", f"sk-lf-{tag}-{secret}"
+
+
+def langfuse_env(host: str, *, secret: str = "secret") -> dict[str, str]:
+    """``LANGFUSE_HOST`` and fresh keys, as the environment of a process would hold them."""
+    pk, sk = fresh_keys(secret)
+    return {"LANGFUSE_HOST": host, "LANGFUSE_PUBLIC_KEY": pk, "LANGFUSE_SECRET_KEY": sk}
+
+
+def use_langfuse(
+    monkeypatch: pytest.MonkeyPatch, host: str | None, *, secret: str = "secret"
+) -> tuple[str, str]:
+    """Point this test's environment at ``host`` (None: leave ``LANGFUSE_HOST`` as it is) with
+    fresh keys, the documented way to configure forwarding; returns the keys."""
+    pk, sk = fresh_keys(secret)
+    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", pk)
+    monkeypatch.setenv("LANGFUSE_SECRET_KEY", sk)
+    if host is not None:
+        monkeypatch.setenv("LANGFUSE_HOST", host)
+    return pk, sk
+
+
+def forwarding(
+    telemetry_dir: Path, *, env: Mapping[str, str] | None = None, **config: Any
+) -> tuple[Observability, InMemorySink]:
+    """An ``Observability`` built as a run builds it, from ``AgentConfig`` with ``config`` as
+    arguments over the environment (``os.environ``, see ``use_langfuse``; or ``env`` alone, e.g.
+    ``langfuse_env(url)``), with LangFuse forwarding on (asserted) and an ``InMemorySink``
+    beside the HF sink, which sees every event."""
+    sink = InMemorySink()
+    if env is None:
+        built = AgentConfig(telemetry_dir=telemetry_dir, **config)
+    else:
+        built = AgentConfig.load(env=env, telemetry_dir=telemetry_dir, **config)
+    obs = Observability.from_config(built, extra_sinks=[sink])
+    assert obs.forwarding, obs.gate.reason if obs.gate else "no gate"
+    return obs, sink
 
 
 def _completion(body: dict[str, Any], text: str) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import atexit
 import json
 import os
 import sys
-import uuid
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -29,6 +28,7 @@ from agent.config import AgentConfig
 from agent.core import llm
 from agent.core.observability import Observability
 from agent.core.session import Session
+from tests.langfuse_helpers import langfuse_env
 
 HISTORY = [
     {
@@ -44,10 +44,7 @@ def one_run(url: str, mode: str, index: int, directory: str) -> None:
     # in C, freeing memory); skip it. Registered first, so it runs last: the threading
     # shutdown (which joins litellm's thread pool) and every other exit hook run before it.
     atexit.register(os._exit, 0)
-    tag = uuid.uuid4().hex[:10]
-    os.environ["LANGFUSE_HOST"] = url
-    os.environ["LANGFUSE_PUBLIC_KEY"] = f"pk-lf-{tag}"
-    os.environ["LANGFUSE_SECRET_KEY"] = f"sk-lf-{tag}-secret"
+    os.environ.update(langfuse_env(url))
     obs = Observability.from_config(AgentConfig(telemetry_dir=os.path.join(directory, str(index))))
     session = Session(user_id="u", session_id=f"short-{mode}-{index}", observability=obs)
     llm.complete_sync(

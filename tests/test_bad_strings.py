@@ -19,7 +19,6 @@ from types import SimpleNamespace
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from agent.config import AgentConfig
 from agent.core import llm, telemetry
 from agent.core.callbacks.langfuse import trace_id_for, turn_span_id
 from agent.core.callbacks.record import ScoreRecord
@@ -28,6 +27,7 @@ from agent.core.forwarding import otlp
 from agent.core.observability import Observability
 from agent.core.session import Session
 from agent.testing.fake_langfuse import FakeLangfuse
+from tests.langfuse_helpers import forwarding, langfuse_env
 from tests.rows import read_rows
 
 BAD = os.fsdecode(b"notes-\xff.txt")  # 'notes-\udcff.txt'
@@ -138,16 +138,8 @@ async def _session(obs: Observability, case: str) -> Session:
 @pytest.fixture(scope="module")
 def surrogate_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     telemetry_dir = tmp_path_factory.mktemp("surrogates")
-    tag = uuid.uuid4().hex[:10]
-    env = {
-        "LANGFUSE_HOST": "",
-        "LANGFUSE_PUBLIC_KEY": f"pk-lf-{tag}",
-        "LANGFUSE_SECRET_KEY": f"sk-lf-{tag}-secret",
-    }
     with FakeLangfuse() as fake:
-        env["LANGFUSE_HOST"] = fake.url
-        obs = Observability.from_config(AgentConfig.load(env=env, telemetry_dir=telemetry_dir))
-        assert obs.forwarding
+        obs, _ = forwarding(telemetry_dir, env=langfuse_env(fake.url))
 
         async def go() -> list[Session]:
             sessions = [await _session(obs, case) for case in CASES]

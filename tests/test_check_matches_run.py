@@ -5,28 +5,19 @@ under ``auto`` (exit 0 for both, nothing sent). The kill switches turn forwardin
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
 
 from agent.testing.fake_langfuse import FakeLangfuse
 from tests.cli_helpers import run_cli
+from tests.langfuse_helpers import langfuse_env
 
 
 @pytest.fixture
 def fake() -> FakeLangfuse:
     with FakeLangfuse() as server:
         yield server
-
-
-def settings(fake: FakeLangfuse) -> dict[str, str]:
-    tag = uuid.uuid4().hex[:10]
-    return {
-        "LANGFUSE_HOST": fake.url,
-        "LANGFUSE_PUBLIC_KEY": f"pk-lf-{tag}",
-        "LANGFUSE_SECRET_KEY": f"sk-lf-{tag}-SECRET",
-    }
 
 
 @pytest.mark.parametrize(
@@ -45,7 +36,7 @@ def test_check_and_demo_agree_on_a_bad_variable(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    env = {**settings(fake), var: value}
+    env = {**langfuse_env(fake.url, secret="SECRET"), var: value}
     where = ("--telemetry-dir", str(tmp_path))
 
     check = run_cli(monkeypatch, capsys, "observability", "check", "--json", *where, env=env)
@@ -76,7 +67,7 @@ def test_the_kill_switches_turn_forwarding_off_entirely(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    env = {**settings(fake), var: value}
+    env = {**langfuse_env(fake.url, secret="SECRET"), var: value}
     where = ("--telemetry-dir", str(tmp_path))
     for backend in ("auto", "langfuse"):
         demo = run_cli(

@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ENV = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "ML_INTERN_"))}
-ENV["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+from tests.cli_helpers import run_process
 
 
 def cli(
     *args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "agent.main", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**ENV, **(env or {})},
-        timeout=timeout,
-    )
+    return run_process(*args, cwd=cwd, env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

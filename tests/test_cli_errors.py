@@ -7,15 +7,13 @@ Run in-process (``tests.cli_helpers.run_cli``): an exception escaping ``main()``
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from agent.core.session import Event, new_id, utcnow
-from tests.cli_helpers import Result, run_cli
+from tests.cli_helpers import Result, run_cli, run_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -203,15 +201,7 @@ def test_restore_from_a_missing_file(cli, tmp_path: Path) -> None:
 
 
 def _ml_intern(*argv: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "ML_INTERN_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "agent.main", *argv],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,
-    )
+    return run_process(*argv, cwd=ROOT)
 
 
 def test_verbose_and_debug_raise_the_log_level(tmp_path: Path) -> None:

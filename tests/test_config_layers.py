@@ -17,6 +17,7 @@ from agent.core import llm
 from agent.core.observability import Observability, resolve_gate
 from agent.core.session import Session
 from agent.testing.fake_langfuse import FakeLangfuse
+from tests.langfuse_helpers import fresh_keys
 
 # field, its variable, its [langfuse] key, and a value for each layer: argument, env, file.
 LAYERS = [
@@ -132,12 +133,12 @@ def test_a_secret_in_a_readable_config_file_warns(
 def test_langfuse_is_configured_from_the_file_alone(tmp_path: Path) -> None:
     """The whole destination in ml-intern.toml, nothing in the environment: spans arrive with
     the file's environment and release."""
-    tag = uuid.uuid4().hex[:10]
+    pk, sk = fresh_keys()
     with FakeLangfuse() as fake:
         path = config_file(
             tmp_path,
             f'telemetry_dir = "{tmp_path / "t"}"\n[langfuse]\nhost = "{fake.url}"\n'
-            f'public_key = "pk-lf-{tag}"\nsecret_key = "sk-lf-{tag}"\n'
+            f'public_key = "{pk}"\nsecret_key = "{sk}"\n'
             'environment = "from-file"\nrelease = "r-file"\n',
         )
         obs = Observability.from_config(AgentConfig.load(path, env={}))
@@ -180,13 +181,13 @@ def test_the_sdk_never_reads_langfuse_variables_behind_our_back(
         "LANGFUSE_SECRET_KEY": "sk-lf-env-never-used",
     }.items():
         monkeypatch.setenv(var, bad)
-    tag = uuid.uuid4().hex[:10]
+    pk, sk = fresh_keys()
     with FakeLangfuse() as fake:
         config = AgentConfig.load(
             telemetry_dir=tmp_path,
             langfuse_host=fake.url,
-            langfuse_public_key=f"pk-lf-{tag}",
-            langfuse_secret_key=f"sk-lf-{tag}",
+            langfuse_public_key=pk,
+            langfuse_secret_key=sk,
             langfuse_sample_rate=1.0,
             langfuse_timeout_s=5,
             langfuse_media_upload_thread_count=1,
@@ -198,7 +199,7 @@ def test_the_sdk_never_reads_langfuse_variables_behind_our_back(
         _one_call(obs)
         obs.shutdown(timeout=5)
         assert [s["name"] for s in fake.spans if s["name"].startswith("llm.")] == ["llm.main"]
-        assert {r.headers["x-langfuse-public-key"] for r in fake.requests} == {f"pk-lf-{tag}"}
+        assert {r.headers["x-langfuse-public-key"] for r in fake.requests} == {pk}
 
 
 def test_every_variable_the_sdk_reads_is_accounted_for() -> None:

@@ -12,9 +12,8 @@ from agent.config import AgentConfig
 from agent.core import telemetry
 from agent.core.agent_loop import Agent
 from agent.core.dataset import pricing
-from agent.core.observability import Observability
 from agent.core.session import InMemorySink, Session
-from tests.langfuse_helpers import LANGFUSE, fresh_keys, meta, mocked_world, spans_of
+from tests.langfuse_helpers import LANGFUSE, forwarding, meta, mocked_world, spans_of, use_langfuse
 from tests.waiting import wait_for
 
 
@@ -79,12 +78,9 @@ def test_an_agent_session_ends_with_one_rollup_of_its_rows(tmp_path: Path) -> No
 def test_langfuse_gets_the_costs_on_their_events_and_the_rollup_on_the_last_trace(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pk, sk = fresh_keys()
-    monkeypatch.setenv("LANGFUSE_HOST", LANGFUSE)
-    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", pk)
-    monkeypatch.setenv("LANGFUSE_SECRET_KEY", sk)
+    use_langfuse(monkeypatch, LANGFUSE)
     with mocked_world() as router:
-        obs = Observability.from_config(AgentConfig(telemetry_dir=tmp_path))
+        obs, _ = forwarding(tmp_path)
         try:
             session = Session(user_id="carol", observability=obs)
             for turn in range(2):

@@ -18,6 +18,7 @@ from agent.core.forwarding import otlp
 from agent.core.observability import Observability, resolve_gate
 from agent.testing.fake_langfuse import FakeLangfuse, closed_port
 from tests.cli_helpers import run_cli
+from tests.langfuse_helpers import forwarding, langfuse_env
 
 PASSWORD = "hunter2-" + uuid.uuid4().hex[:6]
 SECRET = "sk-lf-" + uuid.uuid4().hex
@@ -215,18 +216,7 @@ def test_an_export_cut_short_by_shutdown_names_what_it_was_failing_with(
 
 
 def _forwarding(url: str, tmp_path: Path) -> Observability:
-    tag = uuid.uuid4().hex[:10]
-    config = AgentConfig.load(
-        env={},
-        telemetry_dir=tmp_path,
-        flush_timeout_s=2.0,
-        langfuse_host=url,
-        langfuse_public_key=f"pk-lf-{tag}",
-        langfuse_secret_key=f"sk-lf-{tag}",
-    )
-    obs = Observability.from_config(config)
-    assert obs.forwarding
-    return obs
+    return forwarding(tmp_path, env=langfuse_env(url), flush_timeout_s=2.0)[0]
 
 
 def _turn(obs: Observability) -> None:

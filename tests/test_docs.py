@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.cli_helpers import run_process
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,17 +50,8 @@ def test_agent_readme_sql_runs_against_the_dataset(tmp_path: Path) -> None:
     import duckdb
 
     (sql,) = re.findall(r"```sql\n(.*?)```", (ROOT / "agent" / "README.md").read_text(), re.S)
-    demo = subprocess.run(
-        [sys.executable, "-m", "agent.main", "demo", "--telemetry-dir", "telemetry"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("LANGFUSE_")},
-            "PYTHONPATH": str(ROOT),
-        },
-        timeout=120,
-    )
+    env = {"PYTHONPATH": str(ROOT)}
+    demo = run_process("demo", "--telemetry-dir", "telemetry", cwd=tmp_path, env=env)
     assert demo.returncode == 0, demo.stderr
     # session_end is in the demo's output, with the all-in cost per session.
     assert "session_end" in demo.stdout and "Cost per session, all in" in demo.stdout

@@ -14,18 +14,17 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.config import AgentConfig
 from agent.core import llm, telemetry
 from agent.core.callbacks.redaction import FIELD_ATTRIBUTES, FIELDS
-from agent.core.observability import Observability
 from agent.core.session import Session
 from tests.langfuse_helpers import (
     LANGFUSE,
     PROVIDER,
-    fresh_keys,
+    forwarding,
     mocked_world,
     scores_of,
     spans_of,
+    use_langfuse,
     wire_bytes,
 )
 
@@ -68,15 +67,10 @@ def _provider(request: httpx.Request) -> httpx.Response:
 
 
 def _run(tmp_path: Path, spec: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any, bytes]:
-    pk, sk = fresh_keys()
-    monkeypatch.setenv("LANGFUSE_HOST", LANGFUSE)
-    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", pk)
-    monkeypatch.setenv("LANGFUSE_SECRET_KEY", sk)
+    use_langfuse(monkeypatch, LANGFUSE)
     with mocked_world() as router:
         router.post(f"{PROVIDER}/chat/completions").mock(side_effect=_provider)
-        obs = Observability.from_config(
-            AgentConfig(telemetry_dir=tmp_path, redact=spec, redact_hmac_key="k" * 16)
-        )
+        obs, _ = forwarding(tmp_path, redact=spec, redact_hmac_key="k" * 16)
         session = Session(
             user_id=M["user_id"], session_id=f"s-{M['session_id']}", observability=obs
         )

@@ -14,18 +14,17 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import litellm
 import pytest
 from litellm.integrations.custom_logger import CustomLogger
 
-from agent.config import AgentConfig
 from agent.core import llm, telemetry
 from agent.core.observability import Observability
 from agent.core.session import Session
 from agent.testing.fake_langfuse import FakeLangfuse
+from tests.langfuse_helpers import forwarding, langfuse_env
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = 20
@@ -84,15 +83,7 @@ class _SlowLogger(CustomLogger):
 
 
 def _forwarding(tmp_path: Path, fake: FakeLangfuse) -> Observability:
-    tag = uuid.uuid4().hex[:10]
-    env = {
-        "LANGFUSE_HOST": fake.url,
-        "LANGFUSE_PUBLIC_KEY": f"pk-lf-{tag}",
-        "LANGFUSE_SECRET_KEY": f"sk-lf-{tag}-secret",
-    }
-    obs = Observability.from_config(AgentConfig.load(env=env, telemetry_dir=tmp_path))
-    assert obs.forwarding
-    return obs
+    return forwarding(tmp_path, env=langfuse_env(fake.url))[0]
 
 
 def _call(obs: Observability) -> None:

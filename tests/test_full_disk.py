@@ -13,7 +13,6 @@ import json
 import os
 import resource
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,10 +21,9 @@ import pytest
 from agent.config import AgentConfig
 from agent.core.agent_loop import Agent
 from agent.core.session import Session
+from tests.cli_helpers import run_process
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "ML_INTERN_"))}
-ENV["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
 FullDisk = tuple[Path, Callable[[], None] | None]
 
@@ -63,15 +61,7 @@ def full_disk(tmp_path: Path) -> Iterator[FullDisk]:
 
 
 def cli(disk: FullDisk, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "agent.main", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=ENV,
-        timeout=120,
-        preexec_fn=disk[1],
-    )
+    return run_process(*args, cwd=ROOT, preexec_fn=disk[1])
 
 
 def test_demo_survives_a_full_disk_with_warnings(full_disk: FullDisk) -> None:

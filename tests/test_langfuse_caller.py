@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from agent.config import AgentConfig
 from agent.core import llm, telemetry
 from agent.core.agent_loop import Agent
 from agent.core.observability import Observability
 from agent.core.session import InMemorySink, Session
 from agent.testing.fake_langfuse import FakeLangfuse
+from tests.langfuse_helpers import forwarding, use_langfuse
 from tests.wire_checks import (
     APP_ROOT,
     assert_children_within_parents,
@@ -35,20 +34,8 @@ HF_TOKEN = "hf_" + "Qx7" * 12
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch):
     with FakeLangfuse() as server:
-        tag = uuid.uuid4().hex[:10]
-        monkeypatch.setenv("LANGFUSE_HOST", server.url)
-        monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", f"pk-lf-{tag}")
-        monkeypatch.setenv("LANGFUSE_SECRET_KEY", f"sk-lf-{tag}-secret")
+        use_langfuse(monkeypatch, server.url)
         yield server
-
-
-def _obs(tmp_path: Path, **config: Any) -> tuple[Observability, InMemorySink]:
-    sink = InMemorySink()
-    obs = Observability.from_config(
-        AgentConfig(telemetry_dir=tmp_path, **config), extra_sinks=[sink]
-    )
-    assert obs.forwarding
-    return obs, sink
 
 
 def _call(session: Session, **kwargs: Any) -> Any:
@@ -85,7 +72,7 @@ def test_litellm_metadata_keys_reach_the_wire(
                 name="summary-prompt", version=4, prompt="Sum {{x}}", config={}, labels=[], tags=[]
             )
         )
-    obs, sink = _obs(tmp_path)
+    obs, sink = forwarding(tmp_path)
     session = Session(user_id="u1", observability=obs)
     telemetry.record_turn_start(session, user_message="hi")
     _call(
@@ -136,7 +123,7 @@ def test_litellm_metadata_keys_reach_the_wire(
 
 
 def test_caller_content_follows_the_redaction_policy(fake: FakeLangfuse, tmp_path: Path) -> None:
-    obs, _ = _obs(tmp_path, redact="preset=metadata-only")
+    obs, _ = forwarding(tmp_path, redact="preset=metadata-only")
     session = Session(user_id="u1", observability=obs)
     telemetry.record_turn_start(session, user_message="hi")
     _call(
@@ -179,7 +166,7 @@ def _agent_turn(obs: Observability, session: Session, task: str) -> str:
 def test_a_turn_nests_under_the_callers_opentelemetry_span(
     fake: FakeLangfuse, tmp_path: Path
 ) -> None:
-    obs, sink = _obs(tmp_path)
+    obs, sink = forwarding(tmp_path)
     session = Session(user_id="u1", observability=obs)
     with _otel_span() as app:
         _agent_turn(obs, session, "Count the words in this request.")
@@ -202,7 +189,7 @@ def test_a_turn_nests_under_the_callers_opentelemetry_span(
 
 
 def test_nesting_can_be_turned_off(fake: FakeLangfuse, tmp_path: Path) -> None:
-    obs, sink = _obs(tmp_path, langfuse_nest_in_caller_trace=False)
+    obs, sink = forwarding(tmp_path, langfuse_nest_in_caller_trace=False)
     session = Session(user_id="u1", observability=obs)
     with _otel_span() as app:
         _agent_turn(obs, session, "Count the words in this request.")
@@ -216,7 +203,7 @@ def test_nesting_can_be_turned_off(fake: FakeLangfuse, tmp_path: Path) -> None:
 def test_under_a_langfuse_observation_the_callers_trace_attributes_are_left_alone(
     fake: FakeLangfuse, tmp_path: Path
 ) -> None:
-    obs, sink = _obs(tmp_path)
+    obs, sink = forwarding(tmp_path)
     session = Session(user_id="u1", observability=obs)
     # What `@observe` / `start_as_current_observation` leave in the OpenTelemetry context: a
     # span of the langfuse SDK's tracer.
@@ -241,7 +228,7 @@ def test_under_a_langfuse_observation_the_callers_trace_attributes_are_left_alon
 def test_a_call_outside_any_turn_nests_directly_under_the_callers_span(
     fake: FakeLangfuse, tmp_path: Path
 ) -> None:
-    obs, sink = _obs(tmp_path)
+    obs, sink = forwarding(tmp_path)
     session = Session(user_id="u1", observability=obs)
     with _otel_span() as app:
         _call(session)
@@ -267,7 +254,7 @@ def test_a_call_outside_any_turn_nests_directly_under_the_callers_span(
 def test_existing_trace_id_files_the_generation_in_the_callers_trace(
     given_trace: str, given_parent: str | None, fake: FakeLangfuse, tmp_path: Path
 ) -> None:
-    obs, sink = _obs(tmp_path)
+    obs, sink = forwarding(tmp_path)
     session = Session(user_id="u1", observability=obs)
     telemetry.record_turn_start(session, user_message="hi")
     md = {"existing_trace_id": given_trace, "tags": ["not-for-their-trace"]}

@@ -6,16 +6,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from agent.testing.fake_langfuse import FakeLangfuse, closed_port
+from tests.cli_helpers import run_process
+from tests.langfuse_helpers import fresh_keys, langfuse_env
 from tests.rows import read_rows
 
-BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "ML_INTERN_"))}
 KINDS = {"main", "research", "compaction", "effort_probe", "restore"}
 
 
@@ -23,32 +23,13 @@ def demo(
     telemetry: Path, env: dict[str, str], *extra: str, timeout: float = 120
 ) -> tuple[subprocess.CompletedProcess, float]:
     started = time.monotonic()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agent.main",
-            "demo",
-            "--telemetry-dir",
-            str(telemetry),
-            "--user-id",
-            "e2e-user",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        env={**BASE_ENV, **env},
-        timeout=timeout,
-    )
+    args = ("demo", "--telemetry-dir", str(telemetry), "--user-id", "e2e-user", *extra)
+    proc = run_process(*args, env=env, timeout=timeout)
     return proc, time.monotonic() - started
 
 
 def rows(telemetry: Path) -> list[dict]:
     return read_rows(telemetry)
-
-
-def keys(tag: str) -> dict[str, str]:
-    return {"LANGFUSE_PUBLIC_KEY": f"pk-lf-{tag}", "LANGFUSE_SECRET_KEY": f"sk-lf-{tag}-SECRET"}
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +42,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> float:
 
 def test_demo_sends_one_trace_per_turn_and_every_row_joins(tmp_path: Path) -> None:
     with FakeLangfuse() as fake:
-        proc, _ = demo(tmp_path / "t", {"LANGFUSE_HOST": fake.url, **keys("e2e")})
+        proc, _ = demo(tmp_path / "t", langfuse_env(fake.url, secret="SECRET"))
         assert proc.returncode == 0, proc.stderr
         spans = fake.spans
         scores = fake.scores
@@ -102,29 +83,13 @@ def test_demo_sends_one_trace_per_turn_and_every_row_joins(tmp_path: Path) -> No
 
 def test_events_show_lists_a_traces_rows(tmp_path: Path) -> None:
     with FakeLangfuse() as fake:
-        proc, _ = demo(tmp_path / "t", {"LANGFUSE_HOST": fake.url, **keys("show")})
+        proc, _ = demo(tmp_path / "t", langfuse_env(fake.url, secret="SECRET"))
         assert proc.returncode == 0, proc.stderr
     trace_id = next(
         r["langfuse_trace_id"] for r in rows(tmp_path / "t") if r["event_type"] == "llm_call"
     )
-    show = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agent.main",
-            "events",
-            "show",
-            "--trace-id",
-            trace_id,
-            "--telemetry-dir",
-            str(tmp_path / "t"),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        env=BASE_ENV,
-        timeout=60,
-    )
+    where = ("--telemetry-dir", str(tmp_path / "t"))
+    show = run_process("events", "show", "--trace-id", trace_id, *where, "--json", timeout=60)
     assert show.returncode == 0, show.stderr
     listed = json.loads(show.stdout)
     assert listed and all(r["langfuse_trace_id"] == trace_id for r in listed)
@@ -144,8 +109,10 @@ def test_keys_without_host_send_nothing_anywhere(tmp_path: Path) -> None:
         "    return _real(self, addr)\n"
         "socket.socket.connect = connect\n"
     )
+    pk, sk = fresh_keys("SECRET")
     env = {
-        **keys("nohost"),
+        "LANGFUSE_PUBLIC_KEY": pk,
+        "LANGFUSE_SECRET_KEY": sk,
         "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
     }
     proc, _ = demo(tmp_path / "t", env)
@@ -164,7 +131,7 @@ def test_demo_exits_within_its_time_plus_the_flush_bound(
         host = f"http://127.0.0.1:{closed_port()}"
         proc, elapsed = demo(
             tmp_path / "t",
-            {"LANGFUSE_HOST": host, **keys("dead")},
+            langfuse_env(host, secret="SECRET"),
             "--flush-timeout",
             str(flush_bound),
         )
@@ -172,7 +139,7 @@ def test_demo_exits_within_its_time_plus_the_flush_bound(
         with FakeLangfuse(mode="hang") as fake:
             proc, elapsed = demo(
                 tmp_path / "t",
-                {"LANGFUSE_HOST": fake.url, **keys("silent")},
+                langfuse_env(fake.url, secret="SECRET"),
                 "--flush-timeout",
                 str(flush_bound),
             )
@@ -188,7 +155,7 @@ def test_backend_none_sends_nothing_even_with_every_variable_set(tmp_path: Path)
     with FakeLangfuse() as fake:
         proc, _ = demo(
             tmp_path / "t",
-            {"LANGFUSE_HOST": fake.url, **keys("none")},
+            langfuse_env(fake.url, secret="SECRET"),
             "--observability-backend",
             "none",
         )

@@ -14,18 +14,17 @@ import random
 import socket
 import string
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig
 from agent.core import llm
 from agent.core.agent_loop import Agent
 from agent.core.observability import Observability
 from agent.core.session import InMemorySink, Session
 from agent.testing.fake_langfuse import FakeLangfuse, Reply, closed_port
+from tests.langfuse_helpers import forwarding, use_langfuse
 
 FLUSH_BOUND = 2.0
 SLACK = 2.0
@@ -33,24 +32,14 @@ SLACK = 2.0
 
 @pytest.fixture
 def secret(monkeypatch: pytest.MonkeyPatch) -> str:
-    tag = uuid.uuid4().hex[:8]
-    value = f"sk-lf-{tag}-TOPSECRET"
-    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", f"pk-lf-{tag}")
-    monkeypatch.setenv("LANGFUSE_SECRET_KEY", value)
-    return value
+    return use_langfuse(monkeypatch, None, secret="TOPSECRET")[1]
 
 
 def setup(
     host: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **config
 ) -> tuple[Observability, InMemorySink]:
     monkeypatch.setenv("LANGFUSE_HOST", host)
-    sink = InMemorySink()
-    obs = Observability.from_config(
-        AgentConfig(telemetry_dir=tmp_path, **{"flush_timeout_s": FLUSH_BOUND, **config}),
-        extra_sinks=[sink],
-    )
-    assert obs.forwarding
-    return obs, sink
+    return forwarding(tmp_path, **{"flush_timeout_s": FLUSH_BOUND, **config})
 
 
 def run_turns(obs: Observability, n: int = 1) -> tuple[list[str], float]:

@@ -19,18 +19,18 @@ from litellm.integrations.custom_logger import CustomLogger
 from agent.config import AgentConfig
 from agent.core import llm, telemetry
 from agent.core.agent_loop import Agent
-from agent.core.observability import Observability
-from agent.core.session import InMemorySink, Session
+from agent.core.session import Session
 from tests.langfuse_helpers import (
     LANGFUSE,
     PROVIDER,
     PROVIDER_KEY,
     attr_json,
-    fresh_keys,
+    forwarding,
     meta,
     mocked_world,
     scores_of,
     spans_of,
+    use_langfuse,
     wire_bytes,
 )
 
@@ -65,16 +65,9 @@ class TimingCapture(CustomLogger):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):
-    pk, sk = fresh_keys()
     with pytest.MonkeyPatch.context() as mp, mocked_world() as router:
-        mp.setenv("LANGFUSE_HOST", LANGFUSE)
-        mp.setenv("LANGFUSE_PUBLIC_KEY", pk)
-        mp.setenv("LANGFUSE_SECRET_KEY", sk)
-        sink = InMemorySink()
-        obs = Observability.from_config(
-            AgentConfig(telemetry_dir=tmp_path_factory.mktemp("tel")), extra_sinks=[sink]
-        )
-        assert obs.forwarding
+        pk, sk = use_langfuse(mp, LANGFUSE)
+        obs, sink = forwarding(tmp_path_factory.mktemp("tel"))
         # litellm's async provider calls default to an aiohttp transport, which respx cannot see.
         mp.setattr(litellm, "disable_aiohttp_transport", True)
         timing = TimingCapture()

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
 import litellm
 import pytest
 
-from agent.config import AgentConfig
 from agent.core import llm, telemetry
-from agent.core.observability import Observability
 from agent.core.session import Session
 from agent.main import main
 from agent.testing.fake_langfuse import FakeLangfuse
+from tests.langfuse_helpers import forwarding, use_langfuse
 from tests.rows import read_rows
 from tests.wire_checks import (
     assert_children_within_parents,
@@ -64,15 +62,6 @@ OPENAI_CACHED = {
 }
 
 
-def _keys(monkeypatch: pytest.MonkeyPatch, host: str) -> tuple[str, str]:
-    tag = uuid.uuid4().hex[:10]
-    pk, sk = f"pk-lf-{tag}", f"sk-lf-{tag}-secret"
-    monkeypatch.setenv("LANGFUSE_HOST", host)
-    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", pk)
-    monkeypatch.setenv("LANGFUSE_SECRET_KEY", sk)
-    return pk, sk
-
-
 def _assert_all(rows: list[dict], spans: list[dict], scores: list[dict]) -> None:
     assert_ids_resolve(rows, spans, scores)
     assert assert_token_sums(rows, spans) > 0
@@ -85,9 +74,9 @@ def test_direct_api_session_at_the_wire(
     arrays: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with FakeLangfuse(accept_score_arrays=arrays) as fake:
-        pk, sk = _keys(monkeypatch, fake.url)
+        pk, sk = use_langfuse(monkeypatch, fake.url)
         fake.public_key, fake.secret_key = pk, sk
-        obs = Observability.from_config(AgentConfig(telemetry_dir=tmp_path))
+        obs, _ = forwarding(tmp_path)
         session = Session(user_id="direct-user", observability=obs)
         streamed: list[Any] = []
 
@@ -216,7 +205,7 @@ def test_demo_replay_at_the_wire(
 ) -> None:
     # The harder server: scores only as single objects (LangFuse up to at least 4.16).
     with FakeLangfuse(accept_score_arrays=False) as fake:
-        pk, sk = _keys(monkeypatch, fake.url)
+        pk, sk = use_langfuse(monkeypatch, fake.url)
         fake.public_key, fake.secret_key = pk, sk
         code = main(["demo", "--telemetry-dir", str(tmp_path), "--user-id", "replay-user"])
         out = capsys.readouterr()

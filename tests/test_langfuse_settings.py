@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,7 @@ from agent.core.session import Session
 from agent.main import main
 from agent.testing.fake_langfuse import OTLP_PATH, SCORES_PATH, FakeLangfuse
 from agent.testing.otlp import decode_otlp
-
-
-def _env(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
-    tag = uuid.uuid4().hex[:10]
-    monkeypatch.setenv("LANGFUSE_HOST", host)
-    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", f"pk-lf-{tag}")
-    monkeypatch.setenv("LANGFUSE_SECRET_KEY", f"sk-lf-{tag}-secret")
+from tests.langfuse_helpers import forwarding, use_langfuse
 
 
 def _calls(obs: Observability, n: int) -> Session:
@@ -52,8 +45,8 @@ def test_defaults_are_unchanged() -> None:
 def test_batch_size_from_the_sdks_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LANGFUSE_FLUSH_AT", "2")
     with FakeLangfuse() as fake:
-        _env(monkeypatch, fake.url)
-        obs = Observability.from_config(AgentConfig(telemetry_dir=tmp_path))
+        use_langfuse(monkeypatch, fake.url)
+        obs, _ = forwarding(tmp_path)
         _calls(obs, 5)
         obs.shutdown(10)
         posts = fake.otlp_requests
@@ -65,19 +58,15 @@ def test_batch_size_from_the_sdks_variable(tmp_path: Path, monkeypatch: pytest.M
 
 def test_flush_interval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with FakeLangfuse() as fake:
-        _env(monkeypatch, fake.url)
-        slow = Observability.from_config(
-            AgentConfig(telemetry_dir=tmp_path, langfuse_flush_interval_s=30.0)
-        )
+        use_langfuse(monkeypatch, fake.url)
+        slow, _ = forwarding(tmp_path, langfuse_flush_interval_s=30.0)
         _calls(slow, 2)
         assert not fake.wait_for_spans(1, timeout=0.6)  # held for the interval ...
         assert slow.flush(5) and fake.wait_for_spans(2, timeout=2)  # ... or until a flush
         slow.shutdown(5)
     with FakeLangfuse() as fake:
-        _env(monkeypatch, fake.url)
-        quick = Observability.from_config(
-            AgentConfig(telemetry_dir=tmp_path, langfuse_flush_interval_s=0.1)
-        )
+        use_langfuse(monkeypatch, fake.url)
+        quick, _ = forwarding(tmp_path, langfuse_flush_interval_s=0.1)
         _calls(quick, 2)
         started = time.monotonic()
         assert fake.wait_for_spans(2, timeout=5)  # no flush: the interval alone sends them
@@ -89,9 +78,9 @@ def test_traces_endpoint_override_routes_spans_through_a_collector(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with FakeLangfuse() as langfuse, FakeLangfuse() as collector:
-        _env(monkeypatch, langfuse.url)
+        use_langfuse(monkeypatch, langfuse.url)
         monkeypatch.setenv("ML_INTERN_OTLP_TRACES_ENDPOINT", collector.url + OTLP_PATH)
-        obs = Observability.from_config(AgentConfig(telemetry_dir=tmp_path))
+        obs, _ = forwarding(tmp_path)
         session = _calls(obs, 1)
         telemetry.record_feedback(session, value=1.0)
         obs.shutdown(10)
@@ -109,7 +98,7 @@ def test_traces_endpoint_override_routes_spans_through_a_collector(
 def test_check_shows_the_overridden_endpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _env(monkeypatch, "https://langfuse.example.test")
+    use_langfuse(monkeypatch, "https://langfuse.example.test")
     monkeypatch.setenv("ML_INTERN_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:4318/v1/traces")
     assert main(["observability", "check", "--json", "--telemetry-dir", str(tmp_path)]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.config import AgentConfig
 from agent.core import llm, telemetry
-from agent.core.observability import Observability
 from agent.core.session import InMemorySink, Session
 from agent.testing.fake_langfuse import SCORES_PATH, FakeLangfuse, closed_port
+from tests.langfuse_helpers import forwarding, use_langfuse
 from tests.wire_checks import (
     assert_children_within_parents,
     assert_ids_resolve,
@@ -27,23 +25,8 @@ from tests.wire_checks import (
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch):
     with FakeLangfuse() as server:
-        _keys(monkeypatch, server.url)
+        use_langfuse(monkeypatch, server.url)
         yield server
-
-
-def _keys(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
-    tag = uuid.uuid4().hex[:10]
-    monkeypatch.setenv("LANGFUSE_HOST", host)
-    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", f"pk-lf-{tag}")
-    monkeypatch.setenv("LANGFUSE_SECRET_KEY", f"sk-lf-{tag}-secret")
-
-
-def _obs(tmp_path: Path, **config: Any) -> tuple[Observability, InMemorySink]:
-    sink = InMemorySink()
-    obs = Observability.from_config(
-        AgentConfig(telemetry_dir=tmp_path, **config), extra_sinks=[sink]
-    )
-    return obs, sink
 
 
 def _call(session: Session, kind: str = "main") -> None:
@@ -75,7 +58,7 @@ def _check(fake: FakeLangfuse, sink: InMemorySink) -> list[dict[str, Any]]:
 
 
 def test_a_child_after_the_turn_closed_reopens_it(fake: FakeLangfuse, tmp_path: Path) -> None:
-    obs, sink = _obs(tmp_path, langfuse_flush_interval_s=0.05)
+    obs, sink = forwarding(tmp_path, langfuse_flush_interval_s=0.05)
     obs.langfuse.turn_grace_s = 0.05  # a short grace, so the turn closes on its own
     session = Session(user_id="u", observability=obs)
     _turn(session)
@@ -96,7 +79,7 @@ def test_a_child_after_the_turn_closed_reopens_it(fake: FakeLangfuse, tmp_path: 
 def test_a_turn_whose_start_was_lost(
     fake: FakeLangfuse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    obs, sink = _obs(tmp_path)
+    obs, sink = forwarding(tmp_path)
     forwarder = obs.langfuse
     real_export = forwarder.export
     monkeypatch.setattr(
@@ -111,7 +94,7 @@ def test_a_turn_whose_start_was_lost(
 
 
 def test_shutdown_mid_turn_closes_the_turn_as_cut_short(fake: FakeLangfuse, tmp_path: Path) -> None:
-    obs, sink = _obs(tmp_path)
+    obs, sink = forwarding(tmp_path)
     session = Session(user_id="u", observability=obs)
     _turn(session, complete=False)
     obs.shutdown(10)
@@ -122,7 +105,7 @@ def test_shutdown_mid_turn_closes_the_turn_as_cut_short(fake: FakeLangfuse, tmp_
 
 
 def test_a_flush_mid_turn_leaves_the_turn_open(fake: FakeLangfuse, tmp_path: Path) -> None:
-    obs, sink = _obs(tmp_path)
+    obs, sink = forwarding(tmp_path)
     session = Session(user_id="u", observability=obs)
     _turn(session, complete=False)
     assert obs.flush(5)
@@ -138,7 +121,7 @@ def test_sampled_out_turns_leave_nothing_and_their_rows_name_nothing(
     fake: FakeLangfuse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LANGFUSE_SAMPLE_RATE", "0")
-    obs, sink = _obs(tmp_path)
+    obs, sink = forwarding(tmp_path)
     session = Session(user_id="u", observability=obs)
     _turn(session)
     telemetry.record_feedback(session, value=1.0)
@@ -157,7 +140,7 @@ def test_rejected_scores_are_dropped_with_one_warning_naming_the_status(
 ) -> None:
     caplog.set_level(logging.WARNING)
     fake.respond(400, times=2, path=SCORES_PATH)
-    obs, _ = _obs(tmp_path)
+    obs, _ = forwarding(tmp_path)
     session = Session(user_id="u", observability=obs)
     _turn(session)
     telemetry.record_feedback(session, value=1.0)
@@ -173,7 +156,7 @@ def test_a_busy_server_is_retried_and_the_score_counted_once(
     fake: FakeLangfuse, tmp_path: Path
 ) -> None:
     fake.respond(503, path=SCORES_PATH)
-    obs, _ = _obs(tmp_path)
+    obs, _ = forwarding(tmp_path)
     session = Session(user_id="u", observability=obs)
     _turn(session)
     telemetry.record_feedback(session, value=1.0)
@@ -187,8 +170,8 @@ def test_a_busy_server_is_retried_and_the_score_counted_once(
 def test_scores_to_a_dead_host_are_counted_as_dropped_within_the_bound(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _keys(monkeypatch, f"http://127.0.0.1:{closed_port()}")
-    obs, _ = _obs(tmp_path, flush_timeout_s=2.0)
+    use_langfuse(monkeypatch, f"http://127.0.0.1:{closed_port()}")
+    obs, _ = forwarding(tmp_path, flush_timeout_s=2.0)
     session = Session(user_id="u", observability=obs)
     _turn(session)
     telemetry.record_feedback(session, value=1.0)
@@ -208,7 +191,7 @@ def test_a_call_long_before_the_turn_starts_stays_inside_it(
     # A restored session: the restore call comes first, the user's message much later (past
     # the idle close of a turn known from its calls only).
     monkeypatch.setattr(lf, "_IMPLICIT_TURN_IDLE_S", 0.05)
-    obs, sink = _obs(tmp_path, langfuse_flush_interval_s=0.05)
+    obs, sink = forwarding(tmp_path, langfuse_flush_interval_s=0.05)
     session = Session(user_id="u", observability=obs)
     _call(session, kind="restore")
     assert fake.wait_for_spans(2, timeout=5)  # the call, and its turn closed on its own

@@ -17,7 +17,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.config import AgentConfig
 from agent.core import llm
 from agent.core.observability import Observability
 from agent.core.session import Session
@@ -25,9 +24,10 @@ from tests.langfuse_helpers import (
     LANGFUSE,
     PROVIDER,
     attr_json,
-    fresh_keys,
+    forwarding,
     mocked_world,
     spans_of,
+    use_langfuse,
     wire_bytes,
 )
 
@@ -67,13 +67,8 @@ def _call(obs: Observability, png: bytes, audio: bytes) -> None:
 
 
 def _setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **config: object) -> Observability:
-    pk, sk = fresh_keys()
-    monkeypatch.setenv("LANGFUSE_HOST", LANGFUSE)
-    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", pk)
-    monkeypatch.setenv("LANGFUSE_SECRET_KEY", sk)
-    obs = Observability.from_config(AgentConfig(telemetry_dir=tmp_path, **config))
-    assert obs.forwarding
-    return obs
+    use_langfuse(monkeypatch, LANGFUSE)
+    return forwarding(tmp_path, **config)[0]
 
 
 def test_default_sends_no_media_request_and_no_image_bytes(

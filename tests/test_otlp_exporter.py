@@ -12,7 +12,6 @@ import logging
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from email.utils import formatdate
 from importlib.metadata import version
@@ -32,6 +31,7 @@ from agent.core.forwarding import otlp
 from agent.core.forwarding.otlp import HttpxOTLPSpanExporter, parse_retry_after
 from agent.testing.fake_langfuse import FakeLangfuse, Reply, closed_port
 from agent.testing.otlp import decode_respx_calls
+from tests.langfuse_helpers import fresh_keys
 
 PK = "pk-lf-test-public"
 SK = "sk-lf-TOPSECRET-0123456789"
@@ -543,7 +543,7 @@ def test_caller_supplied_client_is_used_and_left_open(make_exporter) -> None:
 def test_langfuse_sdk_exports_through_our_exporter(fake: FakeLangfuse) -> None:
     from langfuse import Langfuse
 
-    public_key = f"pk-lf-{uuid.uuid4().hex}"  # the SDK caches one client per public key
+    public_key, _ = fresh_keys()
     exporter = otlp.for_langfuse(settings(fake.url, public_key), **FAST)
     client = Langfuse(
         public_key=public_key,

@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import socket
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from agent.main import main
 from agent.testing.fake_langfuse import OTLP_PATH, PROJECTS_PATH, FakeLangfuse, Reply, closed_port
+from tests.langfuse_helpers import use_langfuse
 
 REGIONS = (
     "https://cloud.langfuse.com",
@@ -26,11 +26,7 @@ REGIONS = (
 
 @pytest.fixture
 def keys(monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
-    tag = uuid.uuid4().hex[:8]
-    pk, sk = f"pk-lf-{tag}", f"sk-lf-{tag}-PINGSECRET"
-    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", pk)
-    monkeypatch.setenv("LANGFUSE_SECRET_KEY", sk)
-    return pk, sk
+    return use_langfuse(monkeypatch, None, secret="PINGSECRET")
 
 
 def check(

@@ -21,12 +21,18 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from agent.config import AgentConfig
 from agent.core import llm, telemetry
 from agent.core.observability import Observability
 from agent.core.redact import pattern_names
 from agent.core.session import Session
-from tests.langfuse_helpers import PROVIDER, fresh_keys, mocked_world, spans_of, wire_bytes
+from tests.langfuse_helpers import (
+    PROVIDER,
+    forwarding,
+    mocked_world,
+    spans_of,
+    use_langfuse,
+    wire_bytes,
+)
 from tests.rows import read_rows
 from tests.test_secret_catalogue import B64, CASES, HEX, PEM_BODY, A
 
@@ -256,23 +262,17 @@ def test_no_planted_secret_leaves_under_any_preset(
 ) -> None:
     pii = preset.endswith("+pii")
     all_text = _all_plants(pii)
-    pk, sk = fresh_keys()
-    monkeypatch.setenv("LANGFUSE_HOST", "https://langfuse.example.test")
-    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", pk)
-    monkeypatch.setenv("LANGFUSE_SECRET_KEY", sk)
+    _, sk = use_langfuse(monkeypatch, "https://langfuse.example.test")
     monkeypatch.setenv("MISTRAL_API_KEY", SHAPELESS)  # known only by value
     caplog.set_level(logging.INFO)
     with mocked_world() as router:
         router.post(f"{PROVIDER}/chat/completions").mock(side_effect=_provider(all_text))
-        obs = Observability.from_config(
-            AgentConfig(
-                telemetry_dir=tmp_path,
-                redact=PRESETS[preset],
-                redact_hmac_key="an-hmac-key-for-tests",
-                hf_user_id="hash" if preset == "strict" else "keep",
-            )
+        obs, _ = forwarding(
+            tmp_path,
+            redact=PRESETS[preset],
+            redact_hmac_key="an-hmac-key-for-tests",
+            hf_user_id="hash" if preset == "strict" else "keep",
         )
-        assert obs.forwarding
         session = _run_session(obs, all_text)
         report = obs.shutdown(15)
         raw = wire_bytes(router)

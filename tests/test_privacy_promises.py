@@ -20,8 +20,15 @@ from agent.config import AgentConfig
 from agent.core import llm, telemetry
 from agent.core.observability import Observability
 from agent.core.redact import scrub
-from agent.core.session import InMemorySink, Session
-from tests.langfuse_helpers import PROVIDER, fresh_keys, mocked_world, spans_of, wire_bytes
+from agent.core.session import Session
+from tests.langfuse_helpers import (
+    PROVIDER,
+    forwarding,
+    mocked_world,
+    spans_of,
+    use_langfuse,
+    wire_bytes,
+)
 from tests.rows import read_rows
 
 TOKEN = "ghp_" + "Wq4Er5Ty6" * 4
@@ -47,16 +54,8 @@ def test_assignment_with_any_whitespace_around_the_separator(text: str) -> None:
 
 
 def _obs(tmp_path: Path, spec: str, monkeypatch: pytest.MonkeyPatch) -> Observability:
-    pk, sk = fresh_keys()
-    monkeypatch.setenv("LANGFUSE_HOST", "https://langfuse.example.test")
-    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", pk)
-    monkeypatch.setenv("LANGFUSE_SECRET_KEY", sk)
-    obs = Observability.from_config(
-        AgentConfig(telemetry_dir=tmp_path, redact=spec, redact_hmac_key="k" * 16),
-        extra_sinks=[InMemorySink()],
-    )
-    assert obs.forwarding
-    return obs
+    use_langfuse(monkeypatch, "https://langfuse.example.test")
+    return forwarding(tmp_path, redact=spec, redact_hmac_key="k" * 16)[0]
 
 
 def test_no_tool_io_sends_no_tool_error_text(

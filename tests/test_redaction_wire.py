@@ -7,7 +7,6 @@ gzip-decoded bytes that reached the respx-mocked LangFuse API.
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,16 @@ from agent.core import llm, telemetry
 from agent.core.observability import Observability
 from agent.core.redact import DEFAULT_SCRUBBER
 from agent.core.session import InMemorySink, Session
-from tests.langfuse_helpers import attr_json, fresh_keys, meta, mocked_world, spans_of, wire_bytes
+from tests.langfuse_helpers import (
+    attr_json,
+    forwarding,
+    fresh_keys,
+    meta,
+    mocked_world,
+    spans_of,
+    use_langfuse,
+    wire_bytes,
+)
 
 SECRETS = {
     "hf_token": "hf_" + "Qw8" * 12,
@@ -61,17 +69,8 @@ MARKERS = {
 def _setup(
     tmp_path: Path, spec: str, hmac_key: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Observability, InMemorySink]:
-    pk, sk = fresh_keys()
-    monkeypatch.setenv("LANGFUSE_HOST", "https://langfuse.example.test")
-    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", pk)
-    monkeypatch.setenv("LANGFUSE_SECRET_KEY", sk)
-    sink = InMemorySink()
-    obs = Observability.from_config(
-        AgentConfig(telemetry_dir=tmp_path, redact=spec, redact_hmac_key=hmac_key),
-        extra_sinks=[sink],
-    )
-    assert obs.forwarding
-    return obs, sink
+    use_langfuse(monkeypatch, "https://langfuse.example.test")
+    return forwarding(tmp_path, redact=spec, redact_hmac_key=hmac_key)
 
 
 def _planted_turn(session: Session) -> None:
@@ -337,7 +336,7 @@ def test_unique_keys_per_setup_do_not_reuse_a_cached_client(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Same public key twice, different hosts: the second setup must talk to the second host.
-    pk = f"pk-lf-{uuid.uuid4().hex[:8]}"
+    pk, _ = fresh_keys()
     monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", pk)
     monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk-lf-x")
     hosts = []
