@@ -31,6 +31,7 @@ from tests.langfuse_helpers import (
     scores_of,
     spans_of,
     use_langfuse,
+    wait_for,
     wire_bytes,
 )
 
@@ -77,17 +78,6 @@ def world(tmp_path_factory: pytest.TempPathFactory):
         finally:
             litellm.callbacks = [c for c in litellm.callbacks if c is not timing]
             obs.shutdown(5)
-
-
-def _wait_for(cond, timeout: float = 10.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 CASES = [
@@ -165,7 +155,7 @@ def test_every_call_becomes_a_generation(
                 return s
         return None
 
-    assert _wait_for(lambda: generation() is not None), "the generation never reached LangFuse"
+    assert wait_for(lambda: generation() is not None), "the generation never reached LangFuse"
     span = generation()
     a = span["attributes"]
     assert span["trace_id"] == expected_trace
@@ -181,7 +171,7 @@ def test_every_call_becomes_a_generation(
     assert "langfuse.trace.tags" not in a and "langfuse.trace.name" not in a
     assert span["parent_span_id"] is not None
     assert obs.flush(10)
-    assert _wait_for(
+    assert wait_for(
         lambda: any(
             s["span_id"] == span["parent_span_id"] and s["trace_id"] == expected_trace
             for s in spans_of(router)
@@ -205,7 +195,7 @@ def test_every_call_becomes_a_generation(
     assert gen_input["tools"][0]["function"]["name"] == "run_python"
 
     # True start and end times: litellm's own, within a millisecond.
-    assert _wait_for(lambda: row.event_id in timing.times)
+    assert wait_for(lambda: row.event_id in timing.times)
     start, end = timing.times[row.event_id]
     assert abs(span["start_time_ns"] - int(start.astimezone(UTC).timestamp() * 1e9)) <= 1_000_000
     assert abs(span["end_time_ns"] - int(end.astimezone(UTC).timestamp() * 1e9)) <= 1_000_000
@@ -270,7 +260,7 @@ def test_a_turn_is_one_trace_with_spans_and_a_score(world, tmp_path: Path) -> No
     agent.close()
     assert obs.flush(10)
     trace_id = hashlib.sha256(f"{session.session_id}:0".encode()).digest()[:16].hex()
-    assert _wait_for(
+    assert wait_for(
         lambda: any(s["name"] == "turn" and s["trace_id"] == trace_id for s in spans_of(router))
     )
     spans = [s for s in spans_of(router) if s["trace_id"] == trace_id]
@@ -301,7 +291,7 @@ def test_a_turn_is_one_trace_with_spans_and_a_score(world, tmp_path: Path) -> No
     arrived = {(s["trace_id"], s["span_id"]) for s in gens}
     assert rows and all((r.langfuse_trace_id, r.langfuse_observation_id) in arrived for r in rows)
     # Feedback is a score on the trace.
-    assert _wait_for(lambda: any(sc.get("traceId") == trace_id for sc in scores_of(router)), 10)
+    assert wait_for(lambda: any(sc.get("traceId") == trace_id for sc in scores_of(router)), 10)
     (score,) = [sc for sc in scores_of(router) if sc.get("traceId") == trace_id]
     assert score["value"] == 0.75 and score["comment"] == "nice work"
 
