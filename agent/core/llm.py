@@ -11,12 +11,11 @@ re-raised to the caller unchanged; telemetry errors never are.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ParamSpec
 
 import litellm
@@ -65,7 +64,7 @@ async def complete(
     """
     call = _Call(session, kind, model, messages, tools, stream, on_chunk, redact, litellm_kwargs)
     try:
-        with call.errors_recorded():
+        with call:
             response = await litellm.acompletion(**call.kwargs)
             if stream:
                 async for chunk in response:
@@ -79,6 +78,10 @@ async def complete(
 
 
 _COMPLETE = inspect.signature(complete)
+# complete's keyword-only parameters in order, and their defaults: complete_sync reads its
+# keywords with these (cheaper per call than Signature.bind).
+_NAMED = [(n, p.default) for n, p in _COMPLETE.parameters.items() if p.kind is p.KEYWORD_ONLY]
+_REQUIRED = frozenset(n for n, default in _NAMED if default is inspect.Parameter.empty)
 P = ParamSpec("P")
 
 
@@ -101,10 +104,12 @@ def _arguments_of(
 def complete_sync(session: Session, **arguments: Any) -> Any:
     """The blocking twin of ``complete`` (``litellm.completion``), for code without a loop: the
     same arguments, the same rows."""
-    bound = _COMPLETE.bind(session, **arguments)  # TypeError for a missing or unknown argument
-    bound.apply_defaults()
-    call = _Call(**bound.arguments)
-    with call.errors_recorded():
+    if not arguments.keys() >= _REQUIRED:
+        missing = ", ".join(sorted(_REQUIRED - arguments.keys()))
+        raise TypeError(f"complete_sync() missing keyword argument(s): {missing}")
+    named = [arguments.pop(name, default) for name, default in _NAMED]
+    call = _Call(session, *named, arguments)  # what is left goes to litellm
+    with call:
         response = litellm.completion(**call.kwargs)
         if call.stream:
             for chunk in response:
@@ -115,7 +120,8 @@ def complete_sync(session: Session, **arguments: Any) -> Any:
 
 class _Call:
     """One LLM call of ``complete`` / ``complete_sync``: its ``CallContext`` and litellm
-    keywords, fixed before the call, and the one ``llm_call`` or ``llm_call_error`` row after."""
+    keywords, fixed before the call, and the one ``llm_call`` or ``llm_call_error`` row after.
+    Its parameters are ``complete``'s, in their order (``complete_sync`` passes them so)."""
 
     def __init__(
         self,
@@ -159,17 +165,19 @@ class _Call:
     def assembled(self) -> Any:
         return litellm.stream_chunk_builder(self.chunks, messages=self.kwargs["messages"])
 
-    @contextlib.contextmanager
-    def errors_recorded(self) -> Iterator[None]:
-        """Record a failure of the call (an ``llm_call_error`` row) and re-raise it unchanged."""
-        try:
-            yield
-        except BaseException as exc:
+    # ``with call:`` records a failure of the call (an ``llm_call_error`` row); the exception
+    # goes on unchanged. A class, not @contextmanager: this runs on every call.
+    def __enter__(self) -> _Call:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if exc is not None:
             messages = self.kwargs["messages"]
             telemetry.record_llm_call_error(
                 self.session, self.ctx, exc, messages=messages, **self._row_fields()
             )
-            raise
 
     def recorded(self, response: Any) -> Any:
         """Record the successful call (an ``llm_call`` row); returns ``response``."""

@@ -13,6 +13,7 @@ raises into the agent (see ``agent.core.guard``).
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -74,17 +75,6 @@ class CallContext:
             **_link_fields(link),
         )
 
-    @property
-    def link(self) -> TraceLink:
-        """The LangFuse ids the call's generation is filed under."""
-        return TraceLink(
-            self.langfuse_trace_id,
-            self.langfuse_observation_id,
-            self.langfuse_sampled,
-            self.langfuse_parent_id,
-            self.langfuse_caller_trace,
-        )
-
     def as_metadata(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("started_monotonic")
@@ -124,15 +114,22 @@ def _send(
     return event
 
 
+# Event field <- TraceLink field: the LangFuse ids an event is filed under. A CallContext holds
+# them under the Event's names. (attrgetter, zip and dict: this runs for every row.)
+_LINK_FIELDS = (
+    ("langfuse_trace_id", "trace_id"),
+    ("langfuse_observation_id", "observation_id"),
+    ("langfuse_sampled", "sampled"),
+    ("langfuse_parent_id", "parent_id"),
+    ("langfuse_caller_trace", "caller_trace"),
+)
+_EVENT_NAMES = tuple(ours for ours, _ in _LINK_FIELDS)
+_of_link = operator.attrgetter(*(theirs for _, theirs in _LINK_FIELDS))
+_of_context = operator.attrgetter(*_EVENT_NAMES)
+
+
 def _link_fields(link: TraceLink) -> dict[str, Any]:
-    """An event's LangFuse fields, from the ids its work is filed under."""
-    return {
-        "langfuse_trace_id": link.trace_id,
-        "langfuse_observation_id": link.observation_id,
-        "langfuse_sampled": link.sampled,
-        "langfuse_parent_id": link.parent_id,
-        "langfuse_caller_trace": link.caller_trace,
-    }
+    return dict(zip(_EVENT_NAMES, _of_link(link), strict=True))
 
 
 # -- llm calls --
@@ -234,7 +231,7 @@ def _send_call(session: Session, ctx: CallContext, event_type: str, data: dict[s
         user_id=ctx.user_id,
         turn_index=ctx.turn_index,
         kind=ctx.kind,
-        **_link_fields(ctx.link),
+        **dict(zip(_EVENT_NAMES, _of_context(ctx), strict=True)),
     )
     session.send_event(event)
     return event
