@@ -132,7 +132,6 @@ COMPLETION_FUNCTIONS = frozenset(
 LIBRARIES = ("litellm", "langfuse", "opentelemetry")
 INTERNALS = ("agent.core.internals",)
 INTERNALS_NOT_MOVED_YET = (
-    "agent.core.llm",  # litellm's logging worker and sync pool -> internals/litellm.py
     "agent.core.callbacks.langfuse",  # the SDK's client cache, serializer ... -> internals/
 )
 
