@@ -120,10 +120,13 @@ def _sse(body: dict[str, Any], text: str) -> bytes:
 
 
 def provider_handler(request: httpx.Request) -> httpx.Response:
-    """An OpenAI-compatible provider: replies, streams, or fails when the prompt says FAIL."""
+    """An OpenAI-compatible provider: replies, streams, or fails when the last message's text
+    says FAIL."""
     body = json.loads(request.content)
     last = body["messages"][-1].get("content") or ""
-    if "FAIL" in str(last):
+    if not isinstance(last, str):  # parts: only the text counts (base64 media may spell FAIL)
+        last = " ".join(str(p.get("text", "")) for p in last if isinstance(p, dict))
+    if "FAIL" in last:
         return httpx.Response(
             500, json={"error": {"message": "upstream exploded", "type": "server_error"}}
         )
