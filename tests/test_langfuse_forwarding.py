@@ -31,9 +31,9 @@ from tests.langfuse_helpers import (
     scores_of,
     spans_of,
     use_langfuse,
-    wait_for,
     wire_bytes,
 )
+from tests.waiting import wait_for
 
 KINDS = ("main", "research", "compaction", "effort_probe", "restore")
 
