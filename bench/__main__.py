@@ -251,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         body += [
             "",
             "CPU ms per call by thread (mean over rounds; from /proc clock ticks, so coarse; "
-            "'executor' is litellm's thread pool, 'span export' the OpenTelemetry batch "
-            "processor that encodes and sends):",
+            "'executor' is litellm's thread pool, 'span export' the exporter's queue worker "
+            "that encodes and sends):",
             "",
         ]
         body += _threads_table(ov)

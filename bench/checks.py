@@ -1,7 +1,7 @@
 """Equivalence checks for the fast paths added for performance (run inside the (d) worker,
 which has litellm, the SDK and a live forwarder loaded; outside any timed region).
 
-- ``_wire_value`` (agent/core/callbacks/langfuse.py) must make the SDK write exactly the span
+- ``wire_value`` (agent/core/forwarding/build.py) must make the SDK write exactly the span
   attributes it writes when handed the original object.
 """
 
@@ -13,24 +13,25 @@ from typing import Any
 def run(fwd: Any) -> dict[str, bool]:
     from langfuse import LangfuseGeneration
 
-    from agent.core.callbacks.langfuse import _wire_value
+    from agent.core.forwarding.build import wire_value
     from bench import workload
 
-    tracer = fwd.client._otel_tracer
+    sdk = fwd.engine.sdk
     wire_ok = True
     for payload in (
         {"messages": workload.MESSAGES, "tools": workload.TOOLS},
+        {"messages": workload.HEAVY_MESSAGES, "tools": workload.HEAVY_TOOLS},
         [{"role": "user", "content": 'h\u00e9llo \u2603 \U0001d11e \u2028 "q" \\ </script>'}],
         {"a": [1, -2, 2**53 - 1, 1.5, -0.0, True, None, ""], "b": {}},
     ):
         attrs = []
         usage = {"input": 1500, "output": 70, "total": 1570}
         params = {"temperature": 0.2, "max_tokens": 512, "stop": ["\n\n"], "tool_choice": "auto"}
-        for wire in (lambda v: v, lambda v: _wire_value(fwd.client, v)):
-            span = tracer.start_span("bench-check")
+        for wire in (lambda v: v, wire_value):
+            span = sdk.tracer.start_span("bench-check")
             LangfuseGeneration(
                 otel_span=span,
-                langfuse_client=fwd.client,
+                langfuse_client=sdk.client,
                 input=wire(payload),
                 output=wire(payload),
                 usage_details=wire(usage),
@@ -39,7 +40,5 @@ def run(fwd: Any) -> dict[str, bool]:
             )
             attrs.append(dict(span.attributes or {}))
             # never ended: it is not exported
-        wire_ok = (
-            wire_ok and attrs[0] == attrs[1] and isinstance(_wire_value(fwd.client, payload), str)
-        )
+        wire_ok = wire_ok and attrs[0] == attrs[1] and isinstance(wire_value(payload), str)
     return {"wire_value_identical": wire_ok}

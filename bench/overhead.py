@@ -61,8 +61,8 @@ _MARK = "@@BENCH "
 _THREAD_GROUPS = (
     ("MainThread", "caller"),
     ("asyncio_", "executor"),
-    ("langfuse-forwarder", "forwarder"),
-    ("Otel", "span export"),
+    ("langfuse.forwarder", "forwarder"),
+    ("langfuse.export", "span export"),
     ("hf_dataset.", "HF writer"),
 )
 
@@ -108,7 +108,8 @@ def worker_main(config: str, sink_url: str | None, workdir: str) -> None:
 
     from agent.config import AgentConfig
     from agent.core import llm
-    from agent.core.observability import LangfuseSettings, Observability
+    from agent.core.forwarding.gate import LangfuseSettings
+    from agent.core.observability import Observability
     from agent.core.session import Session
     from bench import workload
 
@@ -125,13 +126,15 @@ def worker_main(config: str, sink_url: str | None, workdir: str) -> None:
     cfg = AgentConfig(telemetry_dir=Path(workdir) / "telemetry")
 
     def forwarder(spec: str | None) -> Any:
-        from agent.core.callbacks.langfuse import LangfuseForwardingLogger, register
         from agent.core.callbacks.redaction import RedactionPolicy
+        from agent.core.forwarding import engine
+        from agent.core.forwarding.logger import LangfuseForwardingLogger
+        from agent.core.forwarding.register import register
 
         if os.environ.get("BENCH_GATHER_S"):
-            LangfuseForwardingLogger._GATHER_S = float(os.environ["BENCH_GATHER_S"])
+            LangfuseForwardingLogger.GATHER_S = float(os.environ["BENCH_GATHER_S"])
         if os.environ.get("BENCH_YIELD_EVERY"):
-            LangfuseForwardingLogger._YIELD_EVERY = int(os.environ["BENCH_YIELD_EVERY"])
+            engine.YIELD_EVERY = int(os.environ["BENCH_YIELD_EVERY"])
         tag = uuid.uuid4().hex[:10]
         settings = LangfuseSettings(
             host=str(sink_url), public_key=f"pk-lf-bench-{tag}", secret_key=f"sk-lf-bench-{tag}"
@@ -162,7 +165,7 @@ def worker_main(config: str, sink_url: str | None, workdir: str) -> None:
         hf = hf_sink()
     elif config == "h":
         fwd = forwarder(None)
-        fwd._forward_call = lambda record: None
+        fwd._intake._handle = lambda batch: None  # the worker drops every item unread
     if fwd is not None or hf is not None:
         obs = Observability(cfg, hf_sink=hf, forwarder=fwd)
     session = Session(user_id="bench-user", observability=obs)

@@ -274,7 +274,7 @@ def _clean_cache_max_len() -> int:
 
 def realistic_record(redact_override: str | None = None) -> Any:
     """The ``CallRecord`` our litellm hook builds for ``bench.workload``'s call."""
-    from agent.core.callbacks.record import CallRecord
+    from agent.core.records import CallRecord
     from bench import workload
 
     now = datetime.now(UTC)

@@ -23,7 +23,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import langfuse  # noqa: F401
 import litellm.proxy.openai_files_endpoints.common_utils  # noqa: F401
 
-import agent.core.callbacks.langfuse  # noqa: F401
+import agent.core.forwarding.logger  # noqa: F401
 from agent.config import AgentConfig
 from agent.core import llm
 from agent.core.observability import Observability

@@ -135,9 +135,7 @@ COMPLETION_FUNCTIONS = frozenset(
 # importers are listed until their wing moves them (the lead empties this list after merging).
 LIBRARIES = ("litellm", "langfuse", "opentelemetry")
 INTERNALS = ("agent.core.internals",)
-INTERNALS_NOT_MOVED_YET = (
-    "agent.core.callbacks.langfuse",  # the SDK's client cache, serializer ... -> internals/
-)
+INTERNALS_NOT_MOVED_YET: tuple[str, ...] = ()
 
 
 # -- reading the modules --

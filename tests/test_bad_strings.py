@@ -20,11 +20,11 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from agent.core import llm, telemetry
-from agent.core.callbacks.langfuse import trace_id_for, turn_span_id
-from agent.core.callbacks.record import ScoreRecord
 from agent.core.encodable import REPLACEMENT, encodable, id_bytes
 from agent.core.forwarding import otlp
+from agent.core.forwarding.linker import trace_id_for, turn_span_id
 from agent.core.observability import Observability
+from agent.core.records import ScoreRecord
 from agent.core.session import Session
 from agent.testing.fake_langfuse import FakeLangfuse
 from tests.langfuse_helpers import forwarding, langfuse_env

@@ -14,7 +14,8 @@ import pytest
 
 from agent.config import SDK_ENVIRONMENT, AgentConfig, ConfigError
 from agent.core import llm
-from agent.core.observability import Observability, resolve_gate
+from agent.core.forwarding.gate import resolve_gate
+from agent.core.observability import Observability
 from agent.core.session import Session
 from agent.testing.fake_langfuse import FakeLangfuse
 from tests.langfuse_helpers import fresh_keys

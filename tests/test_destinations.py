@@ -15,7 +15,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
 from agent.config import AgentConfig, ConfigError
 from agent.core.forwarding import otlp
-from agent.core.observability import Observability, resolve_gate
+from agent.core.forwarding.gate import resolve_gate
+from agent.core.observability import Observability
 from agent.testing.fake_langfuse import FakeLangfuse, closed_port
 from tests.cli_helpers import run_cli
 from tests.langfuse_helpers import forwarding, langfuse_env

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.config import AgentConfig, ConfigError
-from agent.core.observability import GateDecision, resolve_gate
+from agent.core.forwarding.gate import GateDecision, resolve_gate
 
 FULL = {
     "LANGFUSE_HOST": "https://langfuse.example.com",

@@ -265,7 +265,7 @@ def test_setup_is_idempotent_one_forwarder_registered_once(
 ) -> None:
     import litellm
 
-    from agent.core.callbacks.langfuse import LangfuseForwardingLogger
+    from agent.core.forwarding.logger import LangfuseForwardingLogger
 
     with FakeLangfuse() as fake:
         obs1, _ = setup(fake.url, tmp_path, monkeypatch)

@@ -59,7 +59,7 @@ def _check(fake: FakeLangfuse, sink: InMemorySink) -> list[dict[str, Any]]:
 
 def test_a_child_after_the_turn_closed_reopens_it(fake: FakeLangfuse, tmp_path: Path) -> None:
     obs, sink = forwarding(tmp_path, langfuse_flush_interval_s=0.05)
-    obs.langfuse.turn_grace_s = 0.05  # a short grace, so the turn closes on its own
+    obs.langfuse.engine.turns.grace_s = 0.05  # a short grace, so the turn closes on its own
     session = Session(user_id="u", observability=obs)
     _turn(session)
     obs.flush(5)
@@ -186,11 +186,11 @@ def test_scores_to_a_dead_host_are_counted_as_dropped_within_the_bound(
 def test_a_call_long_before_the_turn_starts_stays_inside_it(
     fake: FakeLangfuse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import agent.core.callbacks.langfuse as lf
+    from agent.core.forwarding import turns
 
     # A restored session: the restore call comes first, the user's message much later (past
     # the idle close of a turn known from its calls only).
-    monkeypatch.setattr(lf, "_IMPLICIT_TURN_IDLE_S", 0.05)
+    monkeypatch.setattr(turns, "IMPLICIT_TURN_IDLE_S", 0.05)
     obs, sink = forwarding(tmp_path, langfuse_flush_interval_s=0.05)
     session = Session(user_id="u", observability=obs)
     _call(session, kind="restore")

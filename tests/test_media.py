@@ -119,7 +119,7 @@ def test_media_upload_setting_forwards_and_counts_uploads(
         put = router.put(upload_url).mock(return_value=httpx.Response(200))
         obs = _setup(tmp_path, monkeypatch, langfuse_media_upload=True)
         assert obs.langfuse.policy.media_upload
-        manager = obs.langfuse.client._resources._media_manager
+        manager = obs.langfuse.engine.sdk.client._resources._media_manager
         assert manager._enabled is True
         _call(obs, png, png)
         obs.langfuse.flush(10)

@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 from agent.core import redact as redact_mod
 from agent.core.callbacks import redaction
 from agent.core.callbacks.preview import load_call_record, preview, sample_call_record
-from agent.core.callbacks.record import CallRecord, ScoreRecord, SpanRecord
 from agent.core.callbacks.redaction import (
     FAILED,
     FIELDS,
@@ -35,6 +34,7 @@ from agent.core.callbacks.redaction import (
     default_policy,
     redact,
 )
+from agent.core.records import CallRecord, ScoreRecord, SpanRecord
 from agent.core.redact import SecretPattern
 
 KEY = b"test-hmac-key"

@@ -33,7 +33,8 @@ def cmd_observability(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace, config: AgentConfig) -> int:
-    from agent.core.observability import build_policy, resolve_gate
+    from agent.core.forwarding.gate import resolve_gate
+    from agent.core.observability import build_policy
 
     gate = resolve_gate(config)  # ConfigError for an explicit backend with bad settings
     out: dict[str, Any] = {
@@ -59,7 +60,7 @@ def _check(args: argparse.Namespace, config: AgentConfig) -> int:
 
 def _destination(settings: Any, config: AgentConfig) -> dict[str, Any]:
     """Where forwarding sends, and with which settings: nothing secret."""
-    from agent.core.observability import traces_endpoint
+    from agent.core.forwarding.gate import traces_endpoint
 
     return {
         "host": settings.host,
@@ -98,8 +99,8 @@ def _print_check(out: dict[str, Any], gate: Any, ping: Any) -> None:
 def _ping(args: argparse.Namespace, config: AgentConfig, gate: Any) -> Any:
     """``check --ping``: one authenticated round trip. Settings that do not name a LangFuse
     destination are a configuration error (exit 2), not a failed check."""
+    from agent.core.forwarding.gate import traces_endpoint
     from agent.core.forwarding.ping import ping_langfuse
-    from agent.core.observability import traces_endpoint
 
     if gate.settings is None:
         raise UsageError(

@@ -20,7 +20,7 @@ may also sit in a ``[langfuse]`` table without their ``langfuse_`` prefix, e.g.:
 LangFuse settings (``langfuse_*``) read LangFuse's own variables (``LANGFUSE_HOST`` ...,
 ``LANGFUSE_SECRET_KEY``) as their environment layer. A bad value there is not silently dropped:
 it is kept as a problem naming the variable (``langfuse_problems``), and the gate
-(``agent.core.observability.resolve_gate``) turns it into an error under the ``langfuse``
+(``agent.core.forwarding.gate.resolve_gate``) turns it into an error under the ``langfuse``
 backend, a warning and forwarding off under ``auto``. Two variables the langfuse SDK and
 OpenTelemetry honour whatever they are given (``LANGFUSE_TRACING_ENABLED=false``,
 ``OTEL_SDK_DISABLED=true``, and ``LANGFUSE_DEBUG=true``) win over an argument, so the config

@@ -2,7 +2,7 @@
 
 ``LangfuseFields`` declares every ``langfuse_*`` setting (``AgentConfig`` inherits them), with
 the environment variable each is read from (``ENV_VARS``: LangFuse's own names where the SDK
-has one). The gate (``agent.core.observability.resolve_gate``) checks hosts, keys and names.
+has one). The gate (``agent.core.forwarding.gate.resolve_gate``) checks hosts, keys and names.
 
 Unlike other settings, a bad LangFuse value in the environment is not dropped with a warning:
 it is kept as a problem naming the variable (``AgentConfig.langfuse_problems``), which the gate

@@ -1,13 +1,7 @@
-"""The gate and the lifecycle of the telemetry backends.
+"""The lifecycle of the telemetry backends.
 
-``Observability.from_config(config)`` sets up the always-on HF Dataset sink and, when the
-operator chose it explicitly, LangFuse forwarding:
-
-- ``auto`` (default): on iff a host (``LANGFUSE_HOST``, or its alias ``LANGFUSE_BASE_URL``) and
-  both ``LANGFUSE_PUBLIC_KEY`` and ``LANGFUSE_SECRET_KEY`` are set. Keys without a host give one
-  warning naming ``LANGFUSE_HOST`` and nothing is sent anywhere: there is no default host.
-- ``langfuse``: a missing or malformed setting is a startup error (``ConfigError``) naming it.
-- ``none``: off, whatever the environment says.
+``Observability.from_config(config)`` sets up the always-on HF Dataset sink and, when the gate
+opens (``agent.core.forwarding.gate``: the operator chose it explicitly), LangFuse forwarding.
 
 Setup is idempotent: the forwarder is registered in ``litellm.callbacks`` once per process, and
 a second setup with the same settings reuses it. ``shutdown(timeout)`` is bounded even when the
@@ -17,353 +11,25 @@ LangFuse host is dead or silent.
 from __future__ import annotations
 
 import atexit
-import ipaddress
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
-from agent.config import ENV_VARS, AgentConfig, ConfigError
+from agent.config import AgentConfig, ConfigError
 from agent.core import guard
 from agent.core.dataset.sink import HFDatasetSink
-from agent.core.encodable import encodable_text
+from agent.core.forwarding.gate import GateDecision, resolve_gate
 from agent.core.session import Sink, TraceLinker
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'ml-intern-observability[langfuse]'"
-
-HOST_VARS = ("LANGFUSE_HOST", "LANGFUSE_BASE_URL")
-PUBLIC_KEY_VAR = "LANGFUSE_PUBLIC_KEY"
-SECRET_KEY_VAR = "LANGFUSE_SECRET_KEY"
-# LangFuse key prefixes: a public key that starts like a secret key (or the other way round)
-# means the two were swapped, and the secret would travel as a header and a span attribute.
-PUBLIC_KEY_PREFIX = "pk-lf-"
-SECRET_KEY_PREFIX = "sk-lf-"
-# What the langfuse SDK accepts as an environment name (langfuse/_client/propagation.py).
-_ENVIRONMENT = re.compile(r"(?!langfuse)[a-z0-9_-]+")
-
-
-@dataclass(frozen=True)
-class LangfuseSettings:
-    """Where traces go and with which credentials, validated by the gate: everything the
-    forwarder passes to ``Langfuse(...)``. ``repr`` never shows the secret key."""
-
-    host: str
-    public_key: str
-    secret_key: str = field(repr=False)
-    host_var: str = "LANGFUSE_HOST"  # where the host came from
-    environment: str | None = None
-    release: str | None = None
-    sample_rate: float = 1.0
-    timeout_s: int = 5
-    media_upload_thread_count: int = 1
-    debug: bool = False
-
-    def masked_public_key(self) -> str:
-        pk = self.public_key
-        return pk if len(pk) <= 12 else f"{pk[:8]}…{pk[-4:]}"
-
-
-@dataclass
-class GateDecision:
-    enabled: bool
-    backend: str
-    settings: LangfuseSettings | None = None
-    reason: str = ""
-    warnings: list[str] = field(default_factory=list)
-
-
-def _label(config: AgentConfig, name: str) -> str:
-    """How to name setting ``name`` in a message: the variable or file key it came from."""
-    source = config.source(name)
-    if source == "default":
-        return ENV_VARS.get(name, name)
-    if source == "argument":
-        return f"{name} (argument)"
-    return source
-
-
-def display_url(url: str) -> str:
-    """``url`` without userinfo, query or fragment: what may appear in a message or a log."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid URL>"
-    host_and_port = parts.netloc.rpartition("@")[2]
-    return f"{parts.scheme}://{host_and_port}{parts.path}" if parts.scheme else "<no scheme>"
-
-
-def _has_userinfo(url: str) -> bool:
-    authority = url.split("://", 1)[1] if "://" in url else url
-    return "@" in authority.split("/", 1)[0]
-
-
-def check_host(host: str, var: str) -> tuple[str | None, str | None, list[str]]:
-    """(normalised host, error, warnings). No message ever repeats a user name or password,
-    a query or a fragment the host may hold."""
-    warnings: list[str] = []
-    if _has_userinfo(host):
-        return (
-            None,
-            f"{var} holds a user name or password (user:password@host); it is refused and not "
-            "repeated here. Give the host alone: the LangFuse keys go in LANGFUSE_PUBLIC_KEY "
-            "and LANGFUSE_SECRET_KEY",
-            [],
-        )
-    if not host.isprintable() or any(c.isspace() for c in host):
-        return None, f"{var} is not a valid URL (it holds spaces or control characters)", []
-    parts = urlsplit(host)
-    if not parts.scheme or "://" not in host:
-        return (
-            None,
-            f"{var}={host!r} has no scheme: use https://HOST (or http://localhost:3000)",
-            [],
-        )
-    if parts.scheme not in ("http", "https"):
-        return None, f"{var}={display_url(host)!r}: the scheme must be http or https", []
-    try:
-        hostname = parts.hostname
-        _ = parts.port
-    except ValueError as exc:
-        return None, f"{var}={display_url(host)!r} is not a valid URL ({exc})", []
-    if not hostname:
-        return None, f"{var}={host!r} is not a valid URL (no host name)", []
-    if parts.query or parts.fragment or host.rstrip("/").endswith(("?", "#")):
-        return (
-            None,
-            f"{var}={display_url(host)!r} has a query or fragment (?... or #...), which would "
-            "end up in the middle of every LangFuse URL; give the base URL only",
-            [],
-        )
-    if parts.scheme == "http" and not _is_loopback_name(hostname):
-        warnings.append(
-            f"{var} uses http:// to a non-loopback host ({hostname}): the LangFuse keys and "
-            "every trace travel in clear text; use https://"
-        )
-    return host.rstrip("/"), None, warnings
-
-
-def _is_loopback_name(hostname: str) -> bool:
-    if hostname in ("localhost", "localhost.localdomain") or hostname.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
-
-
-def _key_problem(value: str, label: str, *, secret: bool) -> str | None:
-    """Why a key cannot be used (never quoting it), or None."""
-    if not value.isascii():
-        return f"{label} holds a non-ASCII character; LangFuse keys are plain ASCII"
-    if not value.isprintable() or any(c.isspace() for c in value):
-        return f"{label} holds a line break, space or control character"
-    if not secret and value.startswith(SECRET_KEY_PREFIX):
-        return (
-            f"{label} looks like a secret key (it starts with {SECRET_KEY_PREFIX}): are the "
-            "public and secret keys swapped? It is refused, so the secret never travels as a "
-            "header"
-        )
-    if secret and value.startswith(PUBLIC_KEY_PREFIX):
-        return (
-            f"{label} looks like a public key (it starts with {PUBLIC_KEY_PREFIX}): are the "
-            "public and secret keys swapped?"
-        )
-    return None
-
-
-def _text_problem(value: str | None, label: str) -> str | None:
-    if value is None:
-        return None
-    if encodable_text(value)[1] or not value.isprintable():
-        return f"{label} holds bytes that are not text (or control characters)"
-    return None
-
-
-def resolve_gate(config: AgentConfig) -> GateDecision:
-    """Decide whether LangFuse forwarding is on: a pure function of ``config``.
-
-    Raises ``ConfigError`` only for an explicit ``langfuse`` backend whose settings are missing
-    or malformed (and when langfuse is not installed); under ``auto`` the same problems are
-    warnings and forwarding is off.
-    """
-    backend = config.observability_backend
-    if backend == "none":
-        return GateDecision(False, backend, reason="observability_backend is 'none'")
-    if not config.langfuse_tracing_enabled:
-        # The operator's switch (or OTEL_SDK_DISABLED): off entirely, under any backend.
-        source = config.source("langfuse_tracing_enabled")
-        var = "LANGFUSE_TRACING_ENABLED" if source == "default" else source
-        what = "OTEL_SDK_DISABLED=true" if var == "OTEL_SDK_DISABLED" else f"{var}=false"
-        return GateDecision(False, backend, reason=f"disabled by {what}")
-    warnings = list(config.langfuse_notes)
-    explicit = backend == "langfuse"
-
-    def fail(reason: str) -> GateDecision:
-        if explicit:
-            raise ConfigError(f"--observability-backend langfuse: {reason}")
-        warnings.append(f"LangFuse forwarding is off: {reason}")
-        return GateDecision(False, backend, reason=reason, warnings=warnings)
-
-    host = config.langfuse_host
-    public_key = config.langfuse_public_key
-    secret = config.langfuse_secret_key.get_secret_value() if config.langfuse_secret_key else None
-    missing = [
-        label
-        for label, value in (
-            ("LANGFUSE_HOST", host),
-            (PUBLIC_KEY_VAR, public_key),
-            (SECRET_KEY_VAR, secret),
-        )
-        if not value
-    ]
-    problems = list(config.langfuse_problems)
-    if missing:
-        if not explicit and len(missing) == 3:
-            # Nothing configured: silently off (the problems of loose variables included).
-            return GateDecision(False, backend, reason="no LangFuse settings", warnings=warnings)
-        if not explicit and missing == ["LANGFUSE_HOST"]:
-            warnings.append(
-                "LangFuse keys are set but LANGFUSE_HOST is not: forwarding is off and nothing "
-                "is sent. Set LANGFUSE_HOST (or LANGFUSE_BASE_URL), e.g. "
-                "https://cloud.langfuse.com, https://us.cloud.langfuse.com or your own host"
-            )
-            return GateDecision(
-                False, backend, reason="LANGFUSE_HOST is not set", warnings=warnings
-            )
-        return fail("; ".join([f"missing {', '.join(missing)}", *problems]))
-    assert host is not None and public_key is not None and secret is not None
-    if problems:
-        return fail("; ".join(problems))
-    host_label = _label(config, "langfuse_host")
-    norm_host, error, host_warnings = check_host(host, host_label)
-    warnings.extend(host_warnings)
-    endpoint = config.langfuse_traces_endpoint
-    endpoint_problem = (
-        f"{_label(config, 'langfuse_traces_endpoint')} holds a user name or password; it is "
-        "refused and not repeated here (the LangFuse keys are sent as headers)"
-        if endpoint and _has_userinfo(endpoint)
-        else None
-    )
-    for problem in (
-        error,
-        endpoint_problem,
-        _key_problem(public_key, _label(config, "langfuse_public_key"), secret=False),
-        _key_problem(secret, _label(config, "langfuse_secret_key"), secret=True),
-        _environment_problem(config),
-        _text_problem(config.langfuse_release, _label(config, "langfuse_release")),
-    ):
-        if problem:
-            return fail(problem)
-    if config.langfuse_debug:
-        warnings.append(
-            f"{_label(config, 'langfuse_debug')} is on: the langfuse SDK logs at DEBUG, and its "
-            "debug logs may hold what is traced"
-        )
-    try:
-        import langfuse  # noqa: F401
-    except ImportError:
-        return fail(f"the langfuse package is not installed; install it with: {INSTALL_HINT}")
-    except Exception as exc:  # it parses some variables at import (those are checked above)
-        return fail(f"the langfuse SDK cannot be imported ({type(exc).__name__}: {exc})")
-    settings = LangfuseSettings(
-        host=str(norm_host),
-        public_key=public_key,
-        secret_key=secret,
-        host_var=host_label,
-        environment=config.langfuse_environment,
-        release=config.langfuse_release,
-        sample_rate=config.langfuse_sample_rate,
-        timeout_s=config.langfuse_timeout_s,
-        media_upload_thread_count=config.langfuse_media_upload_thread_count,
-        debug=config.langfuse_debug,
-    )
-    return GateDecision(True, backend, settings=settings, reason="enabled", warnings=warnings)
-
-
-def _environment_problem(config: AgentConfig) -> str | None:
-    value = config.langfuse_environment
-    if value is None or _ENVIRONMENT.fullmatch(value):
-        return None
-    label = _label(config, "langfuse_environment")
-    shown = "" if _text_problem(value, label) else f"={value!r}"
-    return (
-        f"{label}{shown} is not a LangFuse environment name: lowercase letters, digits, '-' "
-        "and '_', not starting with 'langfuse'"
-    )
-
-
-def forwarder_options(config: AgentConfig) -> tuple[tuple[str, Any], ...]:
-    """The forwarder's settings from the config, as (keyword, value) pairs (hashable: they are
-    part of the key that decides whether a setup reuses the running forwarder)."""
-    return (
-        ("flush_at", config.langfuse_flush_at),
-        ("flush_interval_s", config.langfuse_flush_interval_s),
-        ("traces_endpoint", config.langfuse_traces_endpoint),
-        ("trace_name", config.langfuse_trace_name),
-        ("nest_in_caller_trace", config.langfuse_nest_in_caller_trace),
-    )
-
-
-def traces_endpoint(settings: LangfuseSettings, config: AgentConfig) -> str:
-    """Where spans go: the configured OTLP endpoint (a local Collector), else LangFuse's."""
-    from agent.core.forwarding import otlp
-
-    return config.langfuse_traces_endpoint or otlp.traces_endpoint(settings.host)
-
-
-# -- the process-wide forwarder (one LangFuse client per process) --
-
-_forwarder_lock = threading.Lock()
-_forwarder: Any = None
-_forwarder_key: tuple[Any, ...] | None = None
-_forwarder_users = 0
-
-
-def _acquire_forwarder(settings: LangfuseSettings, config: AgentConfig, policy: Any) -> Any:
-    global _forwarder, _forwarder_key, _forwarder_users
-    from agent.core.callbacks.langfuse import LangfuseForwardingLogger, register
-
-    options = forwarder_options(config)
-    key = (settings, config.flush_timeout_s, config.langfuse_queue_size, policy, options)
-    with _forwarder_lock:
-        if _forwarder is not None and _forwarder_key == key and not _forwarder.closed:
-            _forwarder_users += 1
-            return _forwarder
-        if _forwarder is not None and not _forwarder.closed:
-            logger.warning("LangFuse settings changed: shutting the previous forwarder down")
-            _forwarder.shutdown(timeout=config.flush_timeout_s)
-        _forwarder = LangfuseForwardingLogger(
-            settings,
-            policy=policy,
-            queue_size=config.langfuse_queue_size,
-            flush_timeout_s=config.flush_timeout_s,
-            **dict(options),
-        )
-        _forwarder_key = key
-        _forwarder_users = 1
-        register(_forwarder)
-        return _forwarder
-
 
 def _release_forwarder(forwarder: Any, timeout: float | None) -> dict[str, Any]:
-    global _forwarder, _forwarder_key, _forwarder_users
-    with _forwarder_lock:
-        if forwarder is _forwarder:
-            _forwarder_users -= 1
-            if _forwarder_users > 0:
-                return forwarder.flush_report(timeout)
-            _forwarder = None
-            _forwarder_key = None
-    from agent.core.callbacks.langfuse import unregister
+    from agent.core.forwarding import register
 
-    unregister(forwarder)
-    return forwarder.shutdown(timeout=timeout)
+    return register.release(forwarder, timeout)
 
 
 class Observability:
@@ -384,7 +50,7 @@ class Observability:
         self.gate = gate
         self.sinks: list[Sink] = [s for s in (hf_sink, forwarder) if s is not None]
         self.sinks.extend(extra_sinks)
-        self.linker: TraceLinker | None = forwarder
+        self.linker: TraceLinker | None = forwarder.linker if forwarder is not None else None
         self._closed = False
         self._lock = threading.Lock()
         self.last_report: dict[str, Any] = {}
@@ -411,7 +77,9 @@ class Observability:
         if gate.enabled and gate.settings is not None:
             policy = build_policy(config)
             try:
-                forwarder = _acquire_forwarder(gate.settings, config, policy)
+                from agent.core.forwarding import register
+
+                forwarder = register.acquire(gate.settings, config, policy)
             except Exception as exc:
                 # The gate validated everything we know the SDK checks; should the SDK still
                 # refuse, that is a message like any other bad setting, never a traceback.

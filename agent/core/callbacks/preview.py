@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.core.callbacks.record import CallRecord
 from agent.core.callbacks.redaction import RedactionPolicy, redact
+from agent.core.records import CallRecord
 
 __all__ = ["CONTENT_KEYS", "load_call_record", "preview", "sample_call_record"]
 

@@ -70,10 +70,10 @@ from types import MappingProxyType
 from typing import Any
 
 from agent.core import guard
-from agent.core.callbacks.record import CallRecord, ScoreRecord, SpanRecord
 from agent.core.error_text import content_strings, strip_content
 from agent.core.known_secrets import KNOWN_SECRETS
 from agent.core.media import replace_media_dict
+from agent.core.records import CallRecord, ScoreRecord, SpanRecord
 from agent.core.redact import CATALOGUE, GROUPS, Scrubber, SecretPattern, pattern_names
 
 logger = logging.getLogger(__name__)

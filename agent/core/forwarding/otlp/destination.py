@@ -24,8 +24,7 @@ import contextlib
 from collections.abc import Mapping
 from importlib import metadata
 from typing import Any, Protocol
-
-import httpx
+from urllib.parse import urlsplit
 
 __all__ = [
     "OTLP_HEADERS",
@@ -135,10 +134,11 @@ def _credential_parts(value: str) -> set[str]:
 
 
 def display_url(url: str) -> str:
-    """The endpoint without userinfo or query, fit for log lines."""
+    """``url`` without userinfo, query or fragment, fit for a message or a log line (a URL
+    that does not parse, or has a bad port, still shows its host and port as written)."""
     try:
-        parsed = httpx.URL(url)
-    except Exception:
-        return "<invalid endpoint>"
-    port = f":{parsed.port}" if parsed.port else ""
-    return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}"
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid URL>"
+    host_and_port = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host_and_port}{parts.path}" if parts.scheme else "<no scheme>"

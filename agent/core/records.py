@@ -1,8 +1,11 @@
 """Small typed records of what may be forwarded to LangFuse.
 
 litellm's kwargs and our telemetry events are converted into these records once, field by field
-(never by copying kwargs: they hold the provider API key, api_base and headers). Everything
-after that (redaction, the LangFuse SDK calls) reads only these records.
+(never by copying kwargs: they hold the provider API key, api_base and headers), by
+``agent.core.forwarding.capture``. Everything after that (redaction, the LangFuse SDK calls)
+reads only these records. They are plain data shared by the redaction walker and the forwarder,
+so they sit below both (no imports of ours), and they pickle (the forwarding sidecar receives
+them over a pipe).
 
 Content is kept in OpenAI chat format, which is what litellm hands its callbacks:
 - a message: ``{"role": ..., "content": str | list[part] | None, "tool_calls": [...],
