@@ -7,7 +7,11 @@ score arrives whether the server takes score arrays or only single objects."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import gzip
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +66,14 @@ OPENAI_CACHED = {
 }
 
 
+IMAGE = b"\x89PNG\r\n\x1a\n" + os.urandom(500 * 1024)
+IMAGE_URI = "data:image/png;base64," + base64.b64encode(IMAGE).decode()
+
+
+def _unzipped(body: bytes) -> bytes:
+    return gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
+
+
 def _assert_all(rows: list[dict], spans: list[dict], scores: list[dict]) -> None:
     assert_ids_resolve(rows, spans, scores)
     assert assert_token_sums(rows, spans) > 0
@@ -110,6 +122,22 @@ def test_direct_api_session_at_the_wire(
                 top_p=0.9,
                 seed=7,
             )
+            # A picture the user attached, as a base64 data URI (500 KB of noise).
+            await llm.complete(
+                session,
+                kind="main",
+                model="openai/gpt-4o-mini",
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "And this chart?"},
+                            {"type": "image_url", "image_url": {"url": IMAGE_URI}},
+                        ],
+                    }
+                ],
+                mock_response="a chart of costs",
+            )
             with pytest.raises(litellm.RateLimitError):
                 await llm.complete(
                     session,
@@ -140,9 +168,19 @@ def test_direct_api_session_at_the_wire(
         report = obs.shutdown(10)["langfuse"]
         spans, scores = fake.spans, fake.scores
         score_posts = [r for r in fake.requests if r.path == "/api/public/scores"]
+        media_posts = [r for r in fake.requests if r.path.startswith("/api/public/media")]
+        wire = b"".join(_unzipped(r.body) for r in fake.requests)
     rows = read_rows(tmp_path)
     assert streamed
     _assert_all(rows, spans, scores)
+    # The image went out as a marker: no media request, no piece of it on the wire.
+    assert not media_posts
+    encoded = IMAGE_URI.split(",", 1)[1]
+    for i in range(0, len(encoded) - 48, 4096):
+        assert encoded[i : i + 48].encode() not in wire
+    assert IMAGE[4096:4144] not in wire
+    digest = hashlib.sha256(IMAGE).hexdigest()[:16]
+    assert f"[MEDIA:image/png bytes={len(IMAGE)} sha256={digest}]".encode() in wire
     # The score landed, as one object per request, and is counted as sent only now.
     assert len(score_posts) == 1 and json.loads(score_posts[0].body)["name"] == "user_feedback"
     assert all(r.status == 200 for r in score_posts)
@@ -157,7 +195,7 @@ def test_direct_api_session_at_the_wire(
         r["kind"] + ("-stream" if r["data"].get("stream") else ""): by_id[
             (r["langfuse_trace_id"], r["langfuse_observation_id"])
         ]
-        for r in rows
+        for r in reversed(rows)  # the first call of a kind wins (the image call is a second main)
         if r["event_type"].startswith("llm_call")
     }
     # Anthropic-style cache: input without the cached parts, the parts beside it; reasoning as
