@@ -126,10 +126,10 @@ def worker_main(config: str, sink_url: str | None, workdir: str) -> None:
     cfg = AgentConfig(telemetry_dir=Path(workdir) / "telemetry")
 
     def forwarder(spec: str | None) -> Any:
-        from agent.core.callbacks.redaction import RedactionPolicy
         from agent.core.forwarding import engine
         from agent.core.forwarding.logger import LangfuseForwardingLogger
         from agent.core.forwarding.register import register
+        from agent.core.privacy.redaction import RedactionPolicy
 
         if os.environ.get("BENCH_GATHER_S"):
             LangfuseForwardingLogger.GATHER_S = float(os.environ["BENCH_GATHER_S"])

@@ -1,6 +1,6 @@
 """Redaction throughput, whole-record redaction time and HF Dataset sink rows per second.
 
-- ``scrub`` (``agent.core.redact.scrub``, the text pass both pipelines use) on ordinary text
+- ``scrub`` (``agent.core.privacy.scrubber.scrub``, the text pass both pipelines use) on ordinary text
   of 1 KB, 100 KB and 1 MB, in MB/s, and on adversarial 1 MB inputs built to make a regex
   engine backtrack or do work at every position (runs of pattern prefixes, near-miss tokens,
   huge whitespace runs ...), reported as a slowdown factor against ordinary text of the same
@@ -110,7 +110,7 @@ def adversarial_inputs(size: int = MB) -> dict[str, str]:
         "letters then '!'": _fill("a", size - 1) + "!",
         "whitespace run": " " * size,
         "tabs/newlines run": _fill(" \t\n\r", size),
-        # -- one per anchor of the catalogue's passes (agent.core.secret_catalogue) --
+        # -- one per anchor of the catalogue's passes (agent.core.privacy.catalogue) --
         "'-a' run (gate passes)": _fill("-a", size),
         "'-abc' run": _fill("-abc", size),
         "'_ab' run": _fill("_ab", size),
@@ -166,7 +166,7 @@ def _time(fn: Callable[[], Any], *, min_time: float, min_reps: int = 3) -> float
 
 
 def scrub_throughput(quick: bool = False) -> dict[str, Any]:
-    from agent.core.redact import scrub
+    from agent.core.privacy.scrubber import scrub
 
     budget = 0.4 if quick else 1.5
     ordinary: dict[str, dict[str, float]] = {}
@@ -214,8 +214,8 @@ def catalogue_cost(quick: bool = False) -> dict[str, Any]:
     release alone (same engine), the full default catalogue, the catalogue with 4 and 16 known
     values (the value scrub), and with the opt-in pii group, timed in interleaved rounds (drift on a
     noisy machine lands on every configuration alike); mean and median over rounds."""
-    from agent.core.known_secrets import KnownSecrets
-    from agent.core.redact import GROUPS, Scrubber, pattern_names
+    from agent.core.privacy.known import KnownSecrets
+    from agent.core.privacy.scrubber import GROUPS, Scrubber, pattern_names
 
     first = {
         "hf_token",
@@ -267,9 +267,9 @@ def catalogue_cost(quick: bool = False) -> dict[str, Any]:
 
 
 def _clean_cache_max_len() -> int:
-    from agent.core import redact
+    from agent.core.privacy import scrubber
 
-    return int(getattr(redact, "_CLEAN_MAX_LEN", 0))
+    return int(getattr(scrubber, "_CLEAN_MAX_LEN", 0))
 
 
 def realistic_record(redact_override: str | None = None) -> Any:
@@ -306,7 +306,7 @@ def realistic_record(redact_override: str | None = None) -> Any:
 
 
 def record_redaction(quick: bool = False) -> dict[str, float]:
-    from agent.core.callbacks.redaction import RedactionPolicy, redact
+    from agent.core.privacy.redaction import RedactionPolicy, redact
 
     budget = 0.5 if quick else 1.5
     rec = realistic_record()

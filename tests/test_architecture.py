@@ -38,12 +38,12 @@ SINKS = (
     "agent.core.observability",
     "agent.core.hf_dataset",
     "agent.core.dataset",
-    "agent.core.callbacks",
     "agent.core.forwarding",
 )
 # Plain data inside a sink's package that the core path may read (no sink is loaded with it).
 PLAIN_DATA = ("agent.core.dataset.pricing",)
-FORWARDING = ("agent.core.callbacks", "agent.core.forwarding")
+FORWARDING = ("agent.core.forwarding",)
+PRIVACY = ("agent.core.privacy",)
 EDGE = ("agent.main", "agent.cli")
 # Plain building blocks every room may use: they import nothing above themselves.
 SHARED = (
@@ -78,6 +78,19 @@ RULES = (
         "the forwarding wing never imports the agent loop, the tools or the CLI",
         importers=FORWARDING,
         forbidden=("agent.core.agent_loop", "agent.tools", *EDGE),
+    ),
+    Rule(
+        "privacy sits below the core path and the sinks: of the rest, only the shared "
+        "building blocks and the records",
+        importers=PRIVACY,
+        forbidden=(
+            *CORE_PATH,
+            "agent.core.agent_loop",
+            "agent.tools",
+            *SINKS,
+            "agent.config",
+            *EDGE,
+        ),
     ),
     Rule(
         "tools report through the telemetry hook and know nothing above it",
@@ -265,9 +278,12 @@ def test_every_rule_binds_a_module_of_today_or_of_the_target_layout() -> None:
     ("module", "source", "expected"),
     [
         ("agent.core.telemetry", "from agent.core.dataset import sink", "agent.core.dataset.sink"),
-        ("agent.core.session", "def f():\n    import agent.core.callbacks.langfuse", "callbacks"),
+        ("agent.core.session", "def f():\n    import agent.core.forwarding.logger", "forwarding"),
         ("agent.core.forwarding.logger", "from agent.core.agent_loop import Agent", "agent_loop"),
-        ("agent.core.callbacks.langfuse", "from ..agent_loop import Agent", "agent_loop"),
+        ("agent.core.forwarding.build", "from ..agent_loop import Agent", "agent_loop"),
+        ("agent.core.privacy.walker", "from agent.core import telemetry", "agent.core.telemetry"),
+        ("agent.core.privacy.redaction", "from ..forwarding import engine", "forwarding"),
+        ("agent.core.privacy.spec", "from agent.config import AgentConfig", "agent.config"),
         ("agent.tools.sandbox", "from agent.cli.output import warn", "agent.cli.output"),
         ("agent.core.observability", "import agent.main", "agent.main"),
         ("agent.config.layers", "from agent.core import telemetry", "agent.core.telemetry"),

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from agent.core import llm, telemetry
-from agent.core.callbacks.redaction import FIELD_ATTRIBUTES, FIELDS
+from agent.core.privacy.redaction import FIELD_ATTRIBUTES, FIELDS
 from agent.core.session import Session
 from tests.langfuse_helpers import (
     LANGFUSE,

@@ -23,7 +23,7 @@ import pytest
 
 from agent.core import llm, telemetry
 from agent.core.observability import Observability
-from agent.core.redact import pattern_names
+from agent.core.privacy.scrubber import pattern_names
 from agent.core.session import Session
 from tests.langfuse_helpers import (
     PROVIDER,

@@ -19,7 +19,7 @@ import pytest
 from agent.config import AgentConfig
 from agent.core import llm, telemetry
 from agent.core.observability import Observability
-from agent.core.redact import scrub
+from agent.core.privacy.scrubber import scrub
 from agent.core.session import Session
 from tests.langfuse_helpers import (
     PROVIDER,
@@ -194,7 +194,7 @@ def test_hf_user_id_hash_needs_a_key(tmp_path: Path) -> None:
 
 
 def test_hf_user_id_hash_writes_the_langfuse_pseudonym(tmp_path: Path) -> None:
-    from agent.core.pseudonym import pseudonym
+    from agent.core.privacy.pseudonym import pseudonym
 
     obs = Observability.from_config(
         AgentConfig(

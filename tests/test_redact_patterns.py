@@ -1,4 +1,4 @@
-"""Named secret patterns (agent.core.redact): each pattern, markers, switches, linear time.
+"""Named secret patterns (agent.core.privacy.scrubber): each pattern, markers, switches, linear time.
 
 Fake secrets are assembled at run time (never written out whole) so secret scanners do not flag
 this file.
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from agent.core.redact import (
+from agent.core.privacy.scrubber import (
     DEFAULT_PATTERNS,
     DEFAULT_SCRUBBER,
     Scrubber,
@@ -441,3 +441,57 @@ def test_builtin_passes_start_with_a_literal() -> None:
     for p in DEFAULT_SCRUBBER._passes:
         assert p.anchor, p.rx.pattern[:80]
         assert p.rx.pattern.startswith(re.escape(p.anchor)), p.anchor
+
+
+def _case_variants(text: str) -> list[str]:
+    return [text, text.upper(), text.swapcase(), text.title(), text.capitalize()]
+
+
+def _differential_samples() -> list[str]:
+    """Texts on which the two ways of matching short texts are compared: every catalogue
+    example in several casings, runs of the adversarial units, and random mixes of keywords,
+    separators and values (seeded, so a failure reproduces)."""
+    import random
+
+    from bench.redaction import adversarial_inputs, ordinary_text
+    from tests.test_secret_catalogue import CASES
+
+    samples: list[str] = []
+    for positives, negatives in CASES.values():
+        for text in [t for t, _ in positives] + list(negatives):
+            samples += _case_variants(text)
+    samples += [t[:2000] for t in adversarial_inputs(2000).values() if t.isascii()]
+    samples += [ordinary_text(2000, seed=s) for s in range(5)]
+    rng = random.Random(12)
+    words = [
+        "token", "api_key", "apikey", "secret", "password", "passwd", "passphrase", "pwd",
+        "credentials", "cookie", "set-cookie", "authorization", "bearer", "basic", "machine",
+        "login", "sig", "signature", "access_key", "private_key", "mysql", "-p", "--password",
+        "hf_", "sk-", "ghp_", "AKIA", "eyJ", "BEGIN", "data:image/png;base64,", "://", "@",
+        "x-api-key", "<password>", "</password>", "value",
+    ]  # fmt: skip
+    pieces = ["=", ": ", " = ", ":\t", '"', "'", '\\"', "\n", " ", ",", ";", "\\n", "\\t", "."]
+    values = ["hunter2hunter2", "Ab3dE5gH7jK9mN1pQr", "0123456789abcdef0123", "x", "[REDACTED:x]"]
+    for _ in range(400):
+        parts = []
+        for _ in range(rng.randint(1, 12)):
+            parts.append(rng.choice(_case_variants(rng.choice(words))))
+            parts.append(rng.choice(pieces))
+            parts.append(rng.choice(values))
+            parts.append(rng.choice(pieces))
+        samples.append("".join(parts)[:2000])
+    return samples
+
+
+def test_short_ascii_texts_find_what_the_lowercase_view_finds() -> None:
+    # A short ASCII text is matched by one regex over the text itself, the lowercase rules
+    # case-insensitively; other texts run the lowercase rules over text.lower(). Both must
+    # find exactly the same secrets.
+    one_regex = Scrubber(enabled=["pii"], known=None)
+    by_case = Scrubber(enabled=["pii"], known=None)
+    by_case._ascii = None  # the path of long and non-ASCII texts, for the comparison
+    samples = _differential_samples()
+    assert len(samples) > 1000
+    for text in samples:
+        assert text.isascii() and len(text) <= 2048
+        assert sorted(one_regex.spans(text)) == sorted(by_case.spans(text)), text

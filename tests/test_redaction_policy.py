@@ -1,4 +1,4 @@
-"""The redaction policy and ``redact()`` (agent.core.callbacks.redaction), plus the preview helpers.
+"""The redaction policy and ``redact()`` (agent.core.privacy.redaction), plus the preview helpers.
 
 Assertions are on what would leave the process: the redacted record and its report.
 """
@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.core import redact as redact_mod
-from agent.core.callbacks import redaction
-from agent.core.callbacks.preview import load_call_record, preview, sample_call_record
-from agent.core.callbacks.redaction import (
+from agent.core.privacy import redaction
+from agent.core.privacy import scrubber as redact_mod
+from agent.core.privacy.preview import load_call_record, preview, sample_call_record
+from agent.core.privacy.redaction import (
     FAILED,
     FIELDS,
     PRESETS,
@@ -31,13 +31,19 @@ from agent.core.callbacks.redaction import (
     RedactionPolicy,
     RedactionReport,
     RedactionSpecError,
-    default_policy,
     redact,
 )
+from agent.core.privacy.scrubber import SecretPattern
 from agent.core.records import CallRecord, ScoreRecord, SpanRecord
-from agent.core.redact import SecretPattern
 
 KEY = b"test-hmac-key"
+
+
+def default_policy() -> RedactionPolicy:
+    """The ``default`` preset: secrets scrubbed everywhere, everything else kept."""
+    return RedactionPolicy.from_spec(None)
+
+
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
@@ -200,7 +206,7 @@ def test_hook_by_colon_or_dotted_path() -> None:
         ("patterns.off=", ["patterns.off=", "hf_token"]),
         ("hook=no_such_module_xyz:fn", ["hook=no_such_module_xyz:fn", "package.module:function"]),
         ("hook=operator:no_such_function", ["no_such_function", "package.module:function"]),
-        ("hook=agent.core.callbacks.redaction:FIELDS", ["FIELDS", "callable"]),
+        ("hook=agent.core.privacy.redaction:FIELDS", ["FIELDS", "callable"]),
         ("hook=nodots", ["hook=nodots", "package.module:function"]),
     ],
 )

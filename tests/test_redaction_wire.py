@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from agent.config import AgentConfig
 from agent.core import llm, telemetry
 from agent.core.observability import Observability
-from agent.core.redact import DEFAULT_SCRUBBER
+from agent.core.privacy.scrubber import DEFAULT_SCRUBBER
 from agent.core.session import InMemorySink, Session
 from tests.langfuse_helpers import (
     attr_json,

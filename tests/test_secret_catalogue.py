@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from agent.core.redact import CATALOGUE, Scrubber, pattern_names
+from agent.core.privacy.scrubber import CATALOGUE, Scrubber, pattern_names
 
 S = Scrubber(enabled=["pii"])
 
@@ -225,7 +225,7 @@ def test_false_positives_are_left_alone(name: str) -> None:
 
 
 def test_pii_is_off_by_default_and_on_by_group() -> None:
-    from agent.core.redact import DEFAULT_SCRUBBER
+    from agent.core.privacy.scrubber import DEFAULT_SCRUBBER
 
     text = "alice@example.com 4111 1111 1111 1111 192.168.1.1"
     assert DEFAULT_SCRUBBER.scrub_text(text)[0] == text
@@ -244,7 +244,7 @@ def test_media_marker_has_type_length_and_hash() -> None:
 
 
 def test_every_rule_is_in_a_known_group() -> None:
-    from agent.core.redact import GROUPS
+    from agent.core.privacy.scrubber import GROUPS
 
     assert {rule.group for rule in CATALOGUE} <= set(GROUPS)
 
@@ -312,7 +312,7 @@ def test_adversarial_runs_are_linear(unit: str) -> None:
 def test_every_kind_and_group_is_documented() -> None:
     from pathlib import Path
 
-    from agent.core.redact import GROUPS
+    from agent.core.privacy.scrubber import GROUPS
 
     readme = (Path(__file__).parent.parent / "agent" / "README.md").read_text(encoding="utf-8")
     for name in (*pattern_names(), *GROUPS):

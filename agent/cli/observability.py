@@ -120,8 +120,8 @@ def _ping(args: argparse.Namespace, config: AgentConfig, gate: Any) -> Any:
 
 
 def _preview(args: argparse.Namespace, config: AgentConfig) -> int:
-    from agent.core.callbacks.preview import load_call_record, preview, sample_call_record
     from agent.core.observability import build_policy
+    from agent.core.privacy.preview import load_call_record, preview, sample_call_record
 
     policy = build_policy(config)
     try:

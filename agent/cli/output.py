@@ -54,7 +54,7 @@ def error(message: str) -> None:
 
 def scrubbed(text: str) -> str:
     """``text`` with every secret the scrubber knows replaced: error messages may quote them."""
-    from agent.core.redact import scrub
+    from agent.core.privacy.scrubber import scrub
 
     return scrub(text)
 

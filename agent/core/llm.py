@@ -22,7 +22,7 @@ import litellm
 
 from agent.core import telemetry
 from agent.core.internals import litellm as litellm_internals
-from agent.core.known_secrets import KNOWN_SECRETS
+from agent.core.privacy.known import KNOWN_SECRETS
 from agent.core.session import Session
 from agent.core.telemetry import METADATA_KEY, CallContext
 
@@ -194,7 +194,7 @@ class _Call:
 def _learn_secrets(litellm_kwargs: dict[str, Any]) -> None:
     """The call's own credentials are scrubbed by value everywhere from now on (both pipelines),
     whatever they look like: ``api_key=`` and credential headers."""
-    from agent.core.redact import SECRET_KEY_RE
+    from agent.core.privacy.catalogue import SECRET_KEY_RE
 
     KNOWN_SECRETS.add(litellm_kwargs.get("api_key"))
     for name in ("extra_headers", "headers"):

@@ -107,7 +107,7 @@ class Observability:
             push_jitter=config.hub_push_jitter,
             row_hook=hf_row_hook(config),
         )
-        from agent.core import log_scrub
+        from agent.core.privacy import log_scrub
 
         log_scrub.install()  # again: loggers of the modules imported since
         return cls(config, hf_sink=hf_sink, forwarder=forwarder, gate=gate, extra_sinks=extra_sinks)
@@ -205,7 +205,7 @@ class Observability:
 
 def build_policy(config: AgentConfig) -> Any:
     """The operator's redaction policy from the config (``ConfigError`` if malformed)."""
-    from agent.core.callbacks.redaction import RedactionPolicy, RedactionSpecError
+    from agent.core.privacy.redaction import RedactionPolicy, RedactionSpecError
 
     key = config.redact_hmac_key.get_secret_value() if config.redact_hmac_key else None
     try:
@@ -217,9 +217,9 @@ def build_policy(config: AgentConfig) -> Any:
 
 
 def _learn_secrets(config: AgentConfig) -> None:
-    """Secrets of this process are scrubbed by value in both pipelines (agent.core.known_secrets)."""
-    from agent.core import log_scrub
-    from agent.core.known_secrets import KNOWN_SECRETS
+    """Secrets of this process are scrubbed by value in both pipelines (agent.core.privacy.known)."""
+    from agent.core.privacy import log_scrub
+    from agent.core.privacy.known import KNOWN_SECRETS
 
     log_scrub.install()  # and none in log records either
     KNOWN_SECRETS.refresh_env()
@@ -230,7 +230,7 @@ def _learn_secrets(config: AgentConfig) -> None:
 def hf_row_hook(config: AgentConfig) -> Any:
     """The HF rows' pseudonyms for ``hf_user_id=hash`` (None for ``keep``): the same HMAC
     pseudonym LangFuse gets for the user, and for the session when the policy hashes it."""
-    from agent.core.pseudonym import HFRowPseudonyms
+    from agent.core.privacy.pseudonym import HFRowPseudonyms
 
     if config.hf_user_id != "hash":
         if config.redact and "strict" in config.redact.lower().replace(" ", ""):

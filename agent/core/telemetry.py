@@ -21,7 +21,7 @@ from typing import Any
 
 from agent.core import guard, messages
 from agent.core.dataset import pricing
-from agent.core.error_text import content_strings, error_details, safe_error_text
+from agent.core.privacy.error_text import content_strings, error_details, safe_error_text
 from agent.core.session import Event, Session, TraceLink, caller_trace, new_id, utcnow
 
 logger = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ def record_llm_call_error(
 ) -> Event | None:
     """One ``llm_call_error`` row for a failed call: the error's type, HTTP status and provider
     code, and its message without the call's content (``messages``), quotes or secrets
-    (``agent.core.error_text``)."""
+    (``agent.core.privacy.error_text``)."""
     with guard.guarded("record_llm_call_error"):
         data = {
             "model": model,

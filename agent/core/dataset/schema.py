@@ -177,7 +177,7 @@ EVENTS: dict[str, EventType] = {
                     "error_message",
                     STRING,
                     "The error message without the call's content, quoted spans or secrets, at "
-                    "most 500 characters (agent/core/error_text.py).",
+                    "most 500 characters (agent/core/privacy/error_text.py).",
                 ),
                 Field("http_status", INT64, "The HTTP status of the provider's answer, if any."),
                 Field("error_code", STRING, "The provider's error code (or type), if any."),

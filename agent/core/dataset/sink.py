@@ -47,7 +47,7 @@ from agent.core.dataset import card, shards
 from agent.core.dataset.hub import HubPusher
 from agent.core.dataset.rows import SchemaIssues, to_row
 from agent.core.dataset.schedule import PushSchedule, RateLimited
-from agent.core.redact import scrub_obj
+from agent.core.privacy.scrubber import scrub_obj
 from agent.core.session import Event
 
 logger = logging.getLogger(__name__)

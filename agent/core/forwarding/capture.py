@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from agent.core.messages import field, message_dict
+from agent.core.privacy.scrubber import scrub
 from agent.core.records import CallerContext, CallRecord, ScoreRecord, SpanRecord
-from agent.core.redact import scrub
 from agent.core.session import Event
 from agent.core.telemetry import CallContext, usage_fields
 

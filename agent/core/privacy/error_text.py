@@ -5,7 +5,7 @@ echoing the API key, a 500 with a token from upstream), and a tool's error quote
 (a path, a token). The HF rows promise metadata, not content, so error text is cut down before
 it is written:
 
-1. secrets are scrubbed by pattern and by known value (``agent.core.redact``), first, while
+1. secrets are scrubbed by pattern and by known value (``agent.core.privacy.scrubber``), first, while
    every token is still whole;
 2. the call's own content is removed by value: every prompt or argument string, as written or
    JSON-escaped (and any long fragment of it: a provider may quote a cut piece) found in the
@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from agent.core.redact import scrub
+from agent.core.privacy.scrubber import scrub
 
 __all__ = ["content_strings", "error_details", "safe_error_text", "strip_content"]
 
@@ -88,6 +88,41 @@ def _forms(sources: Iterable[str]) -> list[str]:
     return out
 
 
+def _quoted_extent(text: str, i: int, src: str, offset: int, n: int) -> tuple[int, int]:
+    """The span of ``text`` around ``text[i:i + n] == src[offset:offset + n]`` that quotes
+    ``src``: grown forwards and backwards while the two agree, then shrunk to whole words."""
+    j, k = i + n, offset + n
+    while j < len(text) and k < len(src) and text[j] == src[k]:
+        j, k = j + 1, k + 1
+    # ... and backwards, for a quote that starts before the probe.
+    a, b = i, offset
+    while a > 0 and b > 0 and text[a - 1] == src[b - 1]:
+        a, b = a - 1, b - 1
+    # A fragment that stops inside a word keeps that word (the error's own text that happens
+    # to start like the prompt's next word).
+    if k < len(src) and j < len(text):
+        j = _word_start(text, a, j)
+    if b > 0 and a > 0:
+        a = _word_end(text, a, j)
+    return a, j
+
+
+def _word_start(text: str, a: int, j: int) -> int:
+    """``j`` moved back to the start of the word it cuts, unless that is ``a`` or before."""
+    cut = j
+    while cut > a and text[cut - 1].isalnum():
+        cut -= 1
+    return cut if cut > a else j
+
+
+def _word_end(text: str, a: int, j: int) -> int:
+    """``a`` moved on to the end of the word it cuts, unless that is ``j`` or after."""
+    cut = a
+    while cut < j and text[cut].isalnum():
+        cut += 1
+    return cut if cut < j else a
+
+
 def _remove_sources(text: str, sources: Iterable[str]) -> str:
     for src in _forms(sources):
         # Probes every _PROBE_EVERY characters: a provider may quote any part, cut anywhere.
@@ -95,25 +130,7 @@ def _remove_sources(text: str, sources: Iterable[str]) -> str:
             probe = src[offset : offset + _PROBE]
             i = text.find(probe)
             while i >= 0:
-                j, k = i + len(probe), offset + len(probe)
-                while j < len(text) and k < len(src) and text[j] == src[k]:
-                    j, k = j + 1, k + 1
-                # ... and backwards, for a quote that starts before the probe.
-                a, b = i, offset
-                while a > 0 and b > 0 and text[a - 1] == src[b - 1]:
-                    a, b = a - 1, b - 1
-                # A fragment that stops inside a word keeps that word (the error's own text
-                # that happens to start like the prompt's next word).
-                if k < len(src) and j < len(text) and text[j - 1].isalnum():
-                    cut = j
-                    while cut > a and text[cut - 1].isalnum():
-                        cut -= 1
-                    j = cut if cut > a else j
-                if b > 0 and a > 0 and text[a].isalnum():
-                    cut = a
-                    while cut < j and text[cut].isalnum():
-                        cut += 1
-                    a = cut if cut < j else a
+                a, j = _quoted_extent(text, i, src, offset, len(probe))
                 marker = f"[PROMPT len={j - a}]"
                 text = text[:a] + marker + text[j:]
                 i = text.find(probe, a + len(marker))

@@ -3,7 +3,7 @@
 litellm logs each call's model at INFO (``LiteLLM completion() model= ...``), httpx logs request
 URLs, and exception texts we report quote what failed. ``install()`` puts one filter on those
 loggers (and on ours) that formats each record once and replaces its text by the scrubbed text
-(``agent.core.redact.scrub``: catalogue patterns and known values), so a secret that reached a
+(``agent.core.privacy.scrubber.scrub``: catalogue patterns and known values), so a secret that reached a
 model name, a URL or an error never reaches a log file either. Idempotent; a record that cannot
 be formatted is left to the logging module's own error handling.
 """
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
+
+from agent.core.privacy.scrubber import scrub
 
 __all__ = ["SecretLogFilter", "install"]
 
@@ -33,8 +35,6 @@ _lock = threading.Lock()
 
 class SecretLogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        from agent.core.redact import scrub
-
         try:
             message = record.getMessage()
         except Exception:

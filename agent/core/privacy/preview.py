@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.core.callbacks.redaction import RedactionPolicy, redact
+from agent.core.privacy.redaction import RedactionPolicy, redact
 from agent.core.records import CallRecord
 
 __all__ = ["CONTENT_KEYS", "load_call_record", "preview", "sample_call_record"]
@@ -173,13 +173,8 @@ def _expect(name: str, value: Any, kind: type | tuple[type, ...], what: str) -> 
         raise ValueError(f"{name} must be {what}, got {type(value).__name__}")
 
 
-def load_call_record(path: str | os.PathLike[str]) -> CallRecord:
-    """A ``CallRecord`` from a JSON object with the record's field names.
-
-    ``messages`` (a list of message objects) is required; everything else is optional. Unknown
-    keys are an error (they usually are typos, and a preview must show what would go out).
-    """
-    p = Path(path)
+def _read_object(p: Path) -> dict[str, Any]:
+    """The JSON object in ``p``, with known field names and ``messages``."""
     try:
         raw = p.read_text(encoding="utf-8")
     except OSError as exc:
@@ -199,35 +194,46 @@ def load_call_record(path: str | os.PathLike[str]) -> CallRecord:
         )
     if "messages" not in data:
         raise ValueError(f"call record {p}: missing 'messages' (a list of message objects)")
+    return data
+
+
+def _record_kwargs(data: dict[str, Any]) -> dict[str, Any]:
+    """``CallRecord`` keyword arguments from a JSON object: placeholders filled, types checked."""
+    kwargs: dict[str, Any] = {**_PLACEHOLDERS, **data}
+    messages = kwargs["messages"]
+    _expect("messages", messages, list, "a list of message objects")
+    for i, m in enumerate(messages):
+        _expect(f"messages[{i}]", m, dict, "an object")
+    kwargs["messages"] = tuple(messages)
+    tools = kwargs.get("tools", [])
+    _expect("tools", tools, list, "a list of tool definitions")
+    kwargs["tools"] = tuple(tools)
+    for name in ("model_parameters", "usage", "metadata"):
+        kwargs.setdefault(name, {})
+        _expect(name, kwargs[name], dict, "an object")
+    if kwargs.get("output") is not None:
+        _expect("output", kwargs["output"], dict, "an object or null")
+    for name in ("event_id", "kind", "session_id", "model"):
+        _expect(name, kwargs[name], str, "a string")
+    _expect("turn_index", kwargs["turn_index"], int, "an integer")
+    for name in _TIME_FIELDS:
+        kwargs[name] = _time(name, kwargs.get(name))
+    kwargs["start_time"] = kwargs["start_time"] or datetime.now(UTC)
+    kwargs["end_time"] = kwargs["end_time"] or kwargs["start_time"]
+    return kwargs
+
+
+def load_call_record(path: str | os.PathLike[str]) -> CallRecord:
+    """A ``CallRecord`` from a JSON object with the record's field names.
+
+    ``messages`` (a list of message objects) is required; everything else is optional. Unknown
+    keys are an error (they usually are typos, and a preview must show what would go out).
+    """
+    p = Path(path)
+    data = _read_object(p)
     try:
-        kwargs: dict[str, Any] = {**_PLACEHOLDERS}
-        now = datetime.now(UTC)
-        for name, value in data.items():
-            kwargs[name] = value
-        messages = kwargs["messages"]
-        _expect("messages", messages, list, "a list of message objects")
-        for i, m in enumerate(messages):
-            _expect(f"messages[{i}]", m, dict, "an object")
-        kwargs["messages"] = tuple(messages)
-        tools = kwargs.get("tools", [])
-        _expect("tools", tools, list, "a list of tool definitions")
-        kwargs["tools"] = tuple(tools)
-        for name in ("model_parameters", "usage", "metadata"):
-            kwargs.setdefault(name, {})
-            _expect(name, kwargs[name], dict, "an object")
-        if kwargs.get("output") is not None:
-            _expect("output", kwargs["output"], dict, "an object or null")
-        for name in ("event_id", "kind", "session_id", "model"):
-            _expect(name, kwargs[name], str, "a string")
-        _expect("turn_index", kwargs["turn_index"], int, "an integer")
-        for name in _TIME_FIELDS:
-            kwargs[name] = _time(name, kwargs.get(name))
-        kwargs["start_time"] = kwargs["start_time"] or now
-        kwargs["end_time"] = kwargs["end_time"] or kwargs["start_time"]
-        return CallRecord(**kwargs)
-    except ValueError as exc:
-        raise ValueError(f"call record {p}: {exc}") from None
-    except TypeError as exc:
+        return CallRecord(**_record_kwargs(data))
+    except (ValueError, TypeError) as exc:
         raise ValueError(f"call record {p}: {exc}") from None
 
 
