@@ -1,7 +1,7 @@
 """Redaction throughput, whole-record redaction time and HF Dataset sink rows per second.
 
-- ``scrub`` (``agent.core.privacy.scrubber.scrub``, the text pass both pipelines use) on ordinary text
-  of 1 KB, 100 KB and 1 MB, in MB/s, and on adversarial 1 MB inputs built to make a regex
+- ``scrub`` (``agent.core.privacy.scrubber.scrub``, the text pass both pipelines use) on ordinary
+  text of 1 KB, 100 KB and 1 MB, in MB/s, and on adversarial 1 MB inputs built to make a regex
   engine backtrack or do work at every position (runs of pattern prefixes, near-miss tokens,
   huge whitespace runs ...), reported as a slowdown factor against ordinary text of the same
   size.

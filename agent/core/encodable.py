@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -65,31 +66,30 @@ def _needs_fix(v: Any) -> bool:
     if t is str:
         return not v.isascii() and _SURROGATE.search(v) is not None
     if t is dict or isinstance(v, dict):
-        for k, x in v.items():
-            if type(k) is str and not k.isascii() and _SURROGATE.search(k) is not None:
-                return True
-            tx = type(x)
-            if tx is str:
-                if not x.isascii() and _SURROGATE.search(x) is not None:
-                    return True
-            elif tx not in _SCALARS and _needs_fix(x):
-                return True
-        return False
+        return _any_key_needs_fix(v) or _any_needs_fix(v.values())
     if t is list or t is tuple or isinstance(v, list | tuple):
-        for x in v:
-            tx = type(x)
-            if tx is str:
-                if not x.isascii() and _SURROGATE.search(x) is not None:
-                    return True
-            elif tx not in _SCALARS and _needs_fix(x):
-                return True
-        return False
+        return _any_needs_fix(v)
     if t in _SCALARS:
         return False
     names = _FIELD_NAMES.get(t)
     if names is None and dataclasses.is_dataclass(v) and not isinstance(v, type):
         names = _field_names(t)
     return names is not None and any(_needs_fix(getattr(v, name)) for name in names)
+
+
+def _any_key_needs_fix(d: dict[Any, Any]) -> bool:
+    return any(type(k) is str and not k.isascii() and _SURROGATE.search(k) is not None for k in d)
+
+
+def _any_needs_fix(values: Iterable[Any]) -> bool:
+    for x in values:
+        tx = type(x)
+        if tx is str:
+            if not x.isascii() and _SURROGATE.search(x) is not None:
+                return True
+        elif tx not in _SCALARS and _needs_fix(x):
+            return True
+    return False
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
