@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -60,15 +60,15 @@ _SCALARS = frozenset({int, float, bool, type(None), datetime})
 def _needs_fix(v: Any) -> bool:
     """A read-only walk: does any string (value or key) hold a surrogate?"""
     # Why (performance): this runs on every record the forwarder sends, and nearly always finds
-    # nothing. String and scalar leaves are handled inline (no call per leaf), and ASCII
-    # strings cost one O(1) isascii() each.
+    # nothing. String and scalar leaves are handled inline in the container loops (no call per
+    # leaf), and ASCII strings cost one O(1) isascii() each.
     t = type(v)
     if t is str:
         return not v.isascii() and _SURROGATE.search(v) is not None
     if t is dict or isinstance(v, dict):
-        return _any_key_needs_fix(v) or _any_needs_fix(v.values())
+        return _dict_needs_fix(v)
     if t is list or t is tuple or isinstance(v, list | tuple):
-        return _any_needs_fix(v)
+        return _items_need_fix(v)
     if t in _SCALARS:
         return False
     names = _FIELD_NAMES.get(t)
@@ -77,20 +77,36 @@ def _needs_fix(v: Any) -> bool:
     return names is not None and any(_needs_fix(getattr(v, name)) for name in names)
 
 
-def _any_key_needs_fix(d: dict[Any, Any]) -> bool:
-    return any(type(k) is str and not k.isascii() and _SURROGATE.search(k) is not None for k in d)
-
-
-def _any_needs_fix(values: Iterable[Any]) -> bool:
-    for x in values:
+def _dict_needs_fix(d: dict[Any, Any]) -> bool:
+    for k, x in d.items():
+        if type(k) is str and not k.isascii() and _SURROGATE.search(k) is not None:
+            return True
         tx = type(x)
         if tx is str:
             if not x.isascii() and _SURROGATE.search(x) is not None:
                 return True
-        elif tx not in _SCALARS and _needs_fix(x):
+        elif tx not in _SCALARS and _WALKS.get(tx, _needs_fix)(x):
             return True
     return False
 
+
+def _items_need_fix(items: Iterable[Any]) -> bool:
+    for x in items:
+        tx = type(x)
+        if tx is str:
+            if not x.isascii() and _SURROGATE.search(x) is not None:
+                return True
+        elif tx not in _SCALARS and _WALKS.get(tx, _needs_fix)(x):
+            return True
+    return False
+
+
+# The walk of each exact container type, so a nested dict or list costs one call, not two.
+_WALKS: dict[type, Callable[[Any], bool]] = {
+    dict: _dict_needs_fix,
+    list: _items_need_fix,
+    tuple: _items_need_fix,
+}
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
