@@ -270,9 +270,24 @@ def test_a_bad_variable_is_named_error_under_langfuse_warning_and_off_under_auto
         AgentConfig.load(env={}, langfuse_sample_rate=2)
 
 
-def test_a_bad_value_in_the_file_is_an_error_naming_it(tmp_path: Path) -> None:
+def test_a_bad_value_in_the_file_is_named_with_the_file_and_key(tmp_path: Path) -> None:
+    # A LangFuse value: like a bad variable, off with a warning under auto, an error under
+    # langfuse, naming the file and the key. A general setting: an error at load.
     path = config_file(tmp_path, "[langfuse]\nsample_rate = 2\n")
-    with pytest.raises(ConfigError, match="langfuse_sample_rate"):
+    env = {
+        "LANGFUSE_HOST": "https://langfuse.example.com",
+        "LANGFUSE_PUBLIC_KEY": "pk-lf-1",
+        "LANGFUSE_SECRET_KEY": "sk-lf-1",
+    }
+    config = AgentConfig.load(path, env=env)
+    assert config.langfuse_sample_rate == 1.0  # never used
+    named = f"{path} [langfuse] sample_rate is 2, not a valid value for langfuse_sample_rate"
+    gate = resolve_gate(config)
+    assert not gate.enabled and any(named in w for w in gate.warnings), gate.warnings
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        resolve_gate(AgentConfig.load(path, env=env, observability_backend="langfuse"))
+    path.write_text("max_steps = 0\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(f"{path} max_steps is 0, not a valid value")):
         AgentConfig.load(path, env={})
 
 

@@ -44,16 +44,25 @@ _FLAGS = {
     "observability_backend": "observability_backend",
     "redact": "redact",
     "flush_timeout": "flush_timeout_s",
+    "model": "model",
 }
 
 
 def config_from_args(args: argparse.Namespace, **extra: Any) -> AgentConfig:
     """The command's ``AgentConfig``: its flags and ``extra`` as arguments (the top layer),
-    then the environment, ``--config`` (or ``ml-intern.toml``) and the defaults."""
+    then the environment, ``--config`` (or ``ml-intern.toml``) and the defaults. A bad value
+    is a ``ConfigError`` naming the flag, variable or file key it came from."""
     overrides = {field: getattr(args, flag, None) for flag, field in _FLAGS.items()}
+    sources = {
+        field: "--" + flag.replace("_", "-")
+        for flag, field in _FLAGS.items()
+        if overrides[field] is not None
+    }
     overrides.update(extra)
     config = AgentConfig.load(
-        getattr(args, "config", None), **{k: v for k, v in overrides.items() if v is not None}
+        getattr(args, "config", None),
+        argument_sources=sources,
+        **{k: v for k, v in overrides.items() if v is not None},
     )
     logger.debug(
         "where each setting came from: %s",

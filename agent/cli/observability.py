@@ -3,9 +3,11 @@
 Contract: ``check`` resolves the LangFuse gate from the configuration exactly as a run would
 (offline): it prints whether forwarding is on and why, the destination (never a secret: the
 public key masked, the secret key "set (hidden)") and the redaction policy, and exits 0; an
-explicit ``--observability-backend langfuse`` with bad settings is a configuration error (2).
-``--ping`` adds one authenticated round trip to the host: exit 1 when it fails, with the cause
-named; 2 when there are no LangFuse settings to ping. ``preview`` shows what the policy would
+explicit ``--observability-backend langfuse`` with bad settings is a configuration error (2),
+and so is every setting a run would refuse (``hf_user_id=hash`` without an HMAC key, a bad
+redaction spec), with the same message. ``--ping`` adds one authenticated round trip to the
+host: exit 1 when it fails, with the cause named; 2 when there are no LangFuse settings to ping
+or ``--ping-timeout`` is not a number of seconds in (0, 300]. ``preview`` shows what the policy would
 send for a saved call (``--file``) or a sample; a file that cannot be read or shown is exit 2.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any
 
 from rich.markup import escape
@@ -21,7 +24,9 @@ from agent.cli.common import EXIT_FAIL, EXIT_OK, UsageError, config_from_args
 from agent.cli.output import console, print_preview
 from agent.config import AgentConfig
 
-__all__ = ["cmd_observability"]
+__all__ = ["MAX_PING_TIMEOUT_S", "cmd_observability"]
+
+MAX_PING_TIMEOUT_S = 300.0
 
 
 def cmd_observability(args: argparse.Namespace) -> int:
@@ -34,9 +39,11 @@ def cmd_observability(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace, config: AgentConfig) -> int:
     from agent.core.forwarding.gate import resolve_gate
-    from agent.core.observability import build_policy
+    from agent.core.observability import build_policy, hf_row_hook
 
+    _check_ping_timeout(args.ping_timeout)
     gate = resolve_gate(config)  # ConfigError for an explicit backend with bad settings
+    hf_row_hook(config)  # ConfigError as in a run: hf_user_id=hash without an HMAC key
     out: dict[str, Any] = {
         "backend": config.observability_backend,
         "enabled": gate.enabled,
@@ -96,6 +103,15 @@ def _print_check(out: dict[str, Any], gate: Any, ping: Any) -> None:
         console.print(f"ping: {state} in {ping.elapsed_s:.2f}s: {escape(ping.message)}")
 
 
+def _check_ping_timeout(seconds: float) -> None:
+    # Finite and bounded: inf or 1e300 would overflow the deadline arithmetic of the request.
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_PING_TIMEOUT_S):
+        raise UsageError(
+            f"--ping-timeout {seconds:g}: must be a number of seconds above 0 and at most "
+            f"{MAX_PING_TIMEOUT_S:g}"
+        )
+
+
 def _ping(args: argparse.Namespace, config: AgentConfig, gate: Any) -> Any:
     """``check --ping``: one authenticated round trip. Settings that do not name a LangFuse
     destination are a configuration error (exit 2), not a failed check."""
@@ -107,8 +123,6 @@ def _ping(args: argparse.Namespace, config: AgentConfig, gate: Any) -> Any:
             f"--ping needs LangFuse settings: forwarding is off ({gate.reason}). Set "
             "LANGFUSE_HOST, LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY"
         )
-    if not args.ping_timeout > 0:
-        raise UsageError("--ping-timeout must be a positive number of seconds")
     return ping_langfuse(
         gate.settings,
         traces_endpoint=traces_endpoint(gate.settings, config),

@@ -4,7 +4,9 @@ Contract: ``cmd_demo`` runs the offline demo (two sessions through every call si
 the second restored from the first; no network, no API key) and prints what the dataset holds
 of it; ``cmd_run`` runs one task with a litellm model (or the offline script), prints the reply
 on stdout and exits 1 if the task failed (or ``--save`` could not save it). Both end with the
-HF Dataset's losses, if any, and the LangFuse forwarding summary with one trace URL per turn.
+HF Dataset's losses, if any, and the LangFuse forwarding summary with one trace URL per turn
+(``trace: URL`` when the host acknowledged the traces, ``trace (not delivered): URL`` or
+``trace (maybe not delivered): URL`` when it did not, or not all of them).
 A full disk is a warning, never a traceback.
 """
 
@@ -142,7 +144,7 @@ async def _restored_session(
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = config_from_args(args, model=args.model)
+    config = config_from_args(args)  # --model among the flags
     if config.model is not None:
         from agent.core import llm
 
@@ -230,5 +232,29 @@ def _print_forwarding(obs: Any, traces: list[str], report: dict[str, Any]) -> No
         f"spans exported {exporter.get('exported_spans', '?')}, dropped {sum(dropped.values())}"
         + ("" if lf.get("completed_in_time", True) else " (flush bound reached)")
     )
+    _print_trace_links(obs, traces, lf.get("traces"))
+
+
+def _print_trace_links(obs: Any, traces: list[str], acknowledged: Any) -> None:
+    """One ``trace: URL`` line per turn, when the host acknowledged as many traces as there are
+    links; otherwise each link says it was not (or may not have been) delivered, so a link to
+    a trace that never arrived is never shown as if it had."""
+    if not traces:
+        return
+    if isinstance(acknowledged, int) and acknowledged >= len(traces):
+        for trace_id in traces:
+            console.print(f"trace: {obs.trace_url(trace_id)}", markup=False)
+        return
+    if not isinstance(acknowledged, int):
+        label = "delivery unknown"
+    elif acknowledged == 0:
+        label = "not delivered"
+        warn(f"LangFuse acknowledged none of the {len(traces)} traces below: they are not there")
+    else:
+        label = "maybe not delivered"
+        warn(
+            f"LangFuse acknowledged {acknowledged} of the {len(traces)} traces below; the "
+            "others did not arrive (see the warnings above)"
+        )
     for trace_id in traces:
-        console.print(f"trace: {obs.trace_url(trace_id)}", markup=False)
+        console.print(f"trace ({label}): {obs.trace_url(trace_id)}", markup=False)

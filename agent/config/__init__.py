@@ -1,8 +1,11 @@
 """One configuration object for the agent and both telemetry pipelines.
 
 Precedence, highest first: an explicit argument > an environment variable > the config file >
-the default. ``None`` means "unset". A bad environment value warns once and falls back to the
-next layer; a bad explicit argument raises at construction with a message naming the setting.
+the default. ``None`` means "unset". A value that cannot be a valid setting (wrong type, out of
+range, unparsable; file values as TOML typed them) is never used: for a general setting, at any
+layer, construction fails with a message naming the setting and its source (the variable, the
+file and key, the flag or argument); a bad LangFuse value from the environment or the file is
+kept as a problem for the gate (see below). ``agent.config.layers`` states the rule in full.
 
 The config file is TOML (``ml-intern.toml`` in the working directory, or the path given by
 ``--config`` / ``ML_INTERN_CONFIG``), with the same keys as the fields below; LangFuse settings
@@ -18,8 +21,9 @@ may also sit in a ``[langfuse]`` table without their ``langfuse_`` prefix, e.g.:
     sample_rate = 0.5
 
 LangFuse settings (``langfuse_*``) read LangFuse's own variables (``LANGFUSE_HOST`` ...,
-``LANGFUSE_SECRET_KEY``) as their environment layer. A bad value there is not silently dropped:
-it is kept as a problem naming the variable (``langfuse_problems``), and the gate
+``LANGFUSE_SECRET_KEY``) as their environment layer. A bad value there or in the file's
+``[langfuse]`` table is not silently dropped: it is kept as a problem naming its variable or
+file key (``langfuse_problems``), and the gate
 (``agent.core.forwarding.gate.resolve_gate``) turns it into an error under the ``langfuse``
 backend, a warning and forwarding off under ``auto``. Two variables the langfuse SDK and
 OpenTelemetry honour whatever they are given (``LANGFUSE_TRACING_ENABLED=false``,
@@ -93,6 +97,7 @@ class AgentConfig(LangfuseFields):
     hub_push_interval_s: float = Field(
         default=600.0,
         gt=0,
+        allow_inf_nan=False,  # nan would never be due: no push, and no word about it
         description="seconds between pushes of one writer (a telemetry directory); 600 s keeps "
         "21 writers within the Hub's 128 commits per hour per repository",
     )
@@ -137,7 +142,7 @@ class AgentConfig(LangfuseFields):
             env = os.environ
         file_values = dict(context.get("file") or {})
         label = context.get("file_label") or "config file"
-        layers = Layers(cls.model_fields, env, file_values, label)
+        layers = Layers(cls.model_fields, env, file_values, label, context.get("argument_sources"))
         merged = layers.merge(data)
         model = handler(merged)
         model._sources = layers.sources
@@ -151,6 +156,7 @@ class AgentConfig(LangfuseFields):
         config_file: str | os.PathLike[str] | None = None,
         *,
         env: Mapping[str, str] | None = None,
+        argument_sources: Mapping[str, str] | None = None,
         **overrides: Any,
     ) -> AgentConfig:
         """Build a config from overrides > env > config file > defaults.
@@ -158,6 +164,8 @@ class AgentConfig(LangfuseFields):
         ``config_file`` None: ``ML_INTERN_CONFIG`` if set, else ``ml-intern.toml`` in the working
         directory if it exists. An explicitly named file that does not exist is an error.
         ``env`` replaces ``os.environ`` as the environment layer (for tests and embedding).
+        ``argument_sources`` names overrides in messages and ``source()`` (the CLI passes
+        ``{"flush_timeout_s": "--flush-timeout"}``); others are ``argument``.
         """
         environ: Mapping[str, str] = os.environ if env is None else env
         explicit_file = config_file is not None or bool(environ.get("ML_INTERN_CONFIG"))
@@ -167,7 +175,13 @@ class AgentConfig(LangfuseFields):
             file_values = read_config_file(path, set(cls.model_fields))
         try:
             return cls.model_validate(
-                overrides, context={"file": file_values, "file_label": str(path), "env": env}
+                overrides,
+                context={
+                    "file": file_values,
+                    "file_label": str(path),
+                    "env": env,
+                    "argument_sources": argument_sources,
+                },
             )
         except ValidationError as exc:
             raise ConfigError(describe(exc)) from exc
@@ -179,9 +193,21 @@ class AgentConfig(LangfuseFields):
         ``<config file> [langfuse] <key>`` or ``default``."""
         return self._sources.get(name, "default")
 
+    def label(self, name: str) -> str:
+        """How a message names setting ``name``: where its value came from (the variable, the
+        file and key, the flag), ``<name> (argument)``, or for a default the variable that
+        would set it."""
+        source = self.source(name)
+        if source == "default":
+            return ENV_VARS.get(name, name)
+        if source == "argument":
+            return f"{name} (argument)"
+        return source
+
     @property
     def langfuse_problems(self) -> tuple[str, ...]:
-        """Bad LangFuse values found in the environment, each naming its variable."""
+        """Bad LangFuse values found in the environment or the config file, each naming its
+        variable or file key."""
         return self._problems
 
     @property

@@ -1,13 +1,25 @@
 """The layers of one configuration: argument > environment variable > config file > default.
 
-``Layers(fields, env, file_values, file_label).merge(arguments)`` returns the values pydantic
-then validates, and notes where each came from (``sources``: ``argument``, the variable's name,
-``<file> <key>`` / ``<file> [langfuse] <key>``; an absent name means the default). ``None``
-means unset at every layer. A bad environment value is checked against the field's own type
-before it is used: for most settings it warns once and the next layer applies; for LangFuse
-settings it becomes a problem naming the variable (``problems``), for the gate to report.
-``notes`` holds warnings about LangFuse values that were used (stripped, two host variables
-that differ).
+``Layers(fields, env, file_values, file_label, argument_sources).merge(arguments)`` returns the
+values pydantic then validates, and notes where each came from (``sources``: ``argument`` or
+the flag that gave it, the variable's name, ``<file> <key>`` / ``<file> [langfuse] <key>``; an
+absent name means the default). ``None`` means unset at every layer.
+
+The rule for a value that cannot be a valid setting (wrong type, out of range, unparsable),
+whatever its layer: it is never used, and the message names the setting and its source (the
+variable, the file and key, the flag or argument), never a secret's value.
+
+- A general setting: an error (``merge`` raises; ``AgentConfig.load`` turns it into a
+  ``ConfigError``, the CLI into exit 2), every bad setting in one message.
+- A LangFuse setting (``langfuse_*``) from the environment or the file: a problem
+  (``problems``) and the next layer applies; the gate turns problems into an error under the
+  ``langfuse`` backend and a warning with forwarding off under ``auto`` (only LangFuse is
+  affected, the agent still runs). As an argument: an error, like any argument.
+
+File values are checked strictly, as TOML typed them (``sample_rate = true`` is not a number,
+``debug = "yes"`` not a bool, ``media_upload_thread_count = 2.0`` not a whole number);
+environment values are text and parsed. ``notes`` holds warnings about LangFuse values that
+were used (stripped, two host variables that differ).
 
 ``read_config_file`` reads the TOML file (its ``[langfuse]`` table flattened to ``langfuse_*``
 fields); anything wrong with it is a ``ConfigError`` naming the file.
@@ -15,15 +27,17 @@ fields); anything wrong with it is a ``ConfigError`` naming the file.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 
 from agent.config import langfuse
 from agent.core.guard import warn_once
@@ -56,6 +70,8 @@ ENV_ALIASES = langfuse.ENV_ALIASES
 SECRET_FIELDS = ("langfuse_secret_key", "hub_token", "redact_hmac_key")
 # Values never repeated in a message: they are, or may hold, credentials.
 _UNQUOTED_FIELDS = frozenset({"langfuse_host", "langfuse_public_key", *SECRET_FIELDS})
+# The pydantic error type of a bad value found by the layers (``describe`` prints it as is).
+INVALID_SETTING = "invalid_setting"
 
 
 class Layers:
@@ -67,30 +83,67 @@ class Layers:
         env: Mapping[str, str],
         file_values: dict[str, Any],
         file_label: str,
+        argument_sources: Mapping[str, str] | None = None,
     ) -> None:
         self.fields = fields
         self.env = env
         self.file = file_values
         self.file_label = file_label
+        # How to name an argument in messages: the CLI passes its flags ("--flush-timeout").
+        self.argument_sources = dict(argument_sources or {})
         self.sources: dict[str, str] = {}
         self.problems: list[str] = []
         self.notes: list[str] = []
+        self.errors: list[str] = []
 
     def merge(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The value of every setting from the highest layer that holds a valid one. Raises
+        (a pydantic error of type ``INVALID_SETTING`` naming each) for bad general settings and
+        bad arguments."""
         explicit = {k: v for k, v in arguments.items() if v is not None}
         merged: dict[str, Any] = {}
         for name in self.fields:
             if name in explicit:
-                merged[name] = explicit[name]
-                self.sources[name] = "argument"
-            elif not self._from_env(name, merged) and self.file.get(name) is not None:
-                merged[name] = self.file[name]
-                self.sources[name] = _file_source(self.file_label, name)
+                self._from_argument(name, explicit[name], merged)
+            elif not self._from_env(name, merged):
+                self._from_file(name, merged)
         langfuse.apply_sdk_overrides(self.env, merged, self.sources)
         self.problems.extend(langfuse.sdk_import_problems(self.env))
         for name in set(explicit) - set(self.fields):
             merged[name] = explicit[name]  # extra="forbid" reports it by name
+        if self.errors:
+            message = "; ".join(self.errors)
+            raise PydanticCustomError(INVALID_SETTING, "{message}", {"message": message})
         return merged
+
+    def _from_argument(self, name: str, value: Any, merged: dict[str, Any]) -> None:
+        source = self.argument_sources.get(name, "argument")
+        problem = _problem_for_field(self.fields[name], value, strict=False)
+        if problem is not None:
+            where = f"argument {name}" if source == "argument" else source
+            self.errors.append(_invalid(where, name, repr(value), problem))
+            return
+        merged[name] = value
+        self.sources[name] = source
+
+    def _from_file(self, name: str, merged: dict[str, Any]) -> None:
+        """Take setting ``name`` from the config file if it holds a valid value there."""
+        value = self.file.get(name)
+        if value is None:
+            return
+        source = _file_source(self.file_label, name)
+        if name.startswith("langfuse_") and isinstance(value, str) and value.strip() != value:
+            # The same as a padded variable: surrounding whitespace cannot be part of a URL,
+            # a key or a name, and a key copied with its line break is the usual mistake.
+            self.notes.append(f"{source} has leading or trailing whitespace; it was stripped")
+            value = value.strip()
+        problem = _problem_for_field(self.fields[name], value, strict=True)
+        if problem is None:
+            merged[name] = value
+            self.sources[name] = source
+            return
+        message = _invalid(source, name, _toml(value), problem)
+        (self.problems if name.startswith("langfuse_") else self.errors).append(message)
 
     def _from_env(self, name: str, merged: dict[str, Any]) -> bool:
         """Take setting ``name`` from the environment if a variable of it holds a valid value."""
@@ -105,13 +158,17 @@ class Layers:
             )
         value = raw.strip()
         if value != raw and name.startswith("langfuse_"):
+            # Stripped, not refused: surrounding whitespace cannot be part of a URL or a key,
+            # and a key pasted with its line break (a secret file's "\r\n") is the usual
+            # mistake; a space or line break inside a key is refused by the gate.
             self.notes.append(f"{var} has leading or trailing whitespace; it was stripped")
-        problem = _problem_for_field(self.fields[name], value)
+        problem = _problem_for_field(self.fields[name], value, strict=False)
         if problem is None:
             merged[name] = value
             self.sources[name] = var
             return True
-        self._reject(name, var, raw, problem)
+        message = _invalid(var, name, repr(raw), problem)
+        (self.problems if name.startswith("langfuse_") else self.errors).append(message)
         return False
 
     def _set_variables(self, name: str) -> list[tuple[str, str]]:
@@ -129,16 +186,14 @@ class Layers:
                 self.problems.append(f"{var} is blank; unset it or give it a value")
         return found
 
-    def _reject(self, name: str, var: str, raw: str, problem: str) -> None:
-        shown = "" if name in _UNQUOTED_FIELDS else f"={raw!r}"
-        if name.startswith("langfuse_"):
-            self.problems.append(f"{var}{shown} is not valid: {problem}")
-            return
-        message = (
-            f"ignoring {var}{shown}: not a valid value for {name!r} ({problem}); "
-            "using the config file or the default"
-        )
-        warn_once(f"config:{message}", "%s", message)
+
+def _invalid(where: str, name: str, shown: str, problem: str) -> str:
+    """The message for a bad value: its source, the value (never a secret's), the setting.
+    Worded without ``name = value`` or ``name: value``: messages pass the secret scrubber, which
+    takes those forms of a token-like name (``context_token_budget``) for a secret."""
+    value = " is" if name in _UNQUOTED_FIELDS else f" is {shown},"
+    setting = "" if where == f"argument {name}" else f" for {name}"
+    return f"{where}{value} not a valid value{setting} ({problem})"
 
 
 def _file_source(file_label: str, name: str) -> str:
@@ -147,23 +202,42 @@ def _file_source(file_label: str, name: str) -> str:
     return f"{file_label} {name}"
 
 
-def _problem_for_field(field: FieldInfo, raw: str) -> str | None:
-    """Why ``raw`` is not a valid value for ``field``, or None."""
+def _problem_for_field(field: FieldInfo, value: Any, *, strict: bool) -> str | None:
+    """Why ``value`` is not a valid value for ``field``, or None. ``strict``: as TOML typed it
+    (an int is still a float; a string is still a path, TOML having no path type)."""
     annotation = (
         Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
     )
     adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+    if strict and isinstance(value, str) and _takes_path(field.annotation):
+        strict = False
     try:
-        adapter.validate_python(raw)
+        adapter.validate_python(value, strict=strict)
     except ValidationError as exc:
         return "; ".join(err["msg"] for err in exc.errors()).lower()
     return None
+
+
+def _takes_path(annotation: Any) -> bool:
+    return annotation is Path or Path in get_args(annotation)
+
+
+def _toml(value: Any) -> str:
+    """A file value as TOML writes it (``true``, ``"Prod"``, ``2.0``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return repr(value)
 
 
 def describe(exc: ValidationError) -> str:
     """A validation error as one message naming every bad setting."""
     parts = []
     for err in exc.errors():
+        if err["type"] == INVALID_SETTING:
+            parts.append(err["msg"])  # already names the setting and its source
+            continue
         loc = ".".join(str(p) for p in err["loc"]) or "config"
         parts.append(f"{loc}: {err['msg']}")
     return "invalid configuration: " + "; ".join(parts)

@@ -213,7 +213,7 @@ def build_policy(config: AgentConfig) -> Any:
             config.redact, hmac_key=key, media_upload=config.langfuse_media_upload
         )
     except RedactionSpecError as exc:
-        raise ConfigError(f"redact: {exc}") from exc
+        raise ConfigError(f"{config.label('redact')}: {exc}") from exc
 
 
 def _learn_secrets(config: AgentConfig) -> None:

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from agent.config import ENV_VARS, AgentConfig, ConfigError
+from agent.config import AgentConfig, ConfigError
 from agent.core.encodable import encodable_text
 from agent.core.forwarding.otlp.destination import display_url
 
@@ -77,12 +77,7 @@ class GateDecision:
 
 def _label(config: AgentConfig, name: str) -> str:
     """How to name setting ``name`` in a message: the variable or file key it came from."""
-    source = config.source(name)
-    if source == "default":
-        return ENV_VARS.get(name, name)
-    if source == "argument":
-        return f"{name} (argument)"
-    return source
+    return config.label(name)
 
 
 # -- URLs --
@@ -283,8 +278,20 @@ def resolve_gate(config: AgentConfig) -> GateDecision:
     host = config.langfuse_host
     public_key = config.langfuse_public_key
     secret = config.langfuse_secret_key.get_secret_value() if config.langfuse_secret_key else None
-    named = (("LANGFUSE_HOST", host), (PUBLIC_KEY_VAR, public_key), (SECRET_KEY_VAR, secret))
-    missing = [label for label, value in named if not value]
+    named = (
+        ("langfuse_host", "LANGFUSE_HOST", host),
+        ("langfuse_public_key", PUBLIC_KEY_VAR, public_key),
+        ("langfuse_secret_key", SECRET_KEY_VAR, secret),
+    )
+    # Set to "" where an empty value is not "unset" (a file key, an argument): named as such.
+    empty = [
+        f"{_label(config, name)} is set but empty"
+        for name, _, value in named
+        if value == "" and config.source(name) != "default"
+    ]
+    if empty:
+        return fail("; ".join([*empty, *config.langfuse_problems]))
+    missing = [var for _, var, value in named if not value]
     if missing:
         quiet = _incomplete(config, missing, warnings)
         return quiet or fail(

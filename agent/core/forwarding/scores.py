@@ -7,7 +7,8 @@ what every server since the OTLP endpoint (3.22) accepts.
 ``ScoreSender`` posts from a ``BatchWorker`` (started with the first score: most runs send
 none). A score counts as sent only on a 2xx answer; a 4xx is final (dropped,
 ``score_http_<status>``); 408/429/5xx and network errors are retried a few times, then dropped
-(``score_http_<status>`` / ``score_unreachable``). The queue is bounded (``submit`` returns
+(``score_http_<status>`` / ``score_unreachable``, whose text names the network cause as the
+span exporter does: refused, DNS, TLS, timeout). The queue is bounded (``submit`` returns
 False when full); ``close(deadline)`` stops within the deadline and says how many were not sent.
 """
 
@@ -17,11 +18,13 @@ import json
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from agent.core import guard
 from agent.core.batch import BatchWorker
+from agent.core.forwarding.network import network_cause
 from agent.core.records import ScoreRecord
 
 __all__ = ["ScoreSender", "score_body"]
@@ -64,6 +67,9 @@ class ScoreSender:
         backoff_s: float = 0.5,
     ) -> None:
         self._url = url
+        self._host = urlsplit(url).hostname or "the LangFuse host"
+        read = client.timeout.read
+        self._timeout_s = read if isinstance(read, int | float) else None
         self._headers = {**headers, "Content-Type": "application/json"}
         self._client = client
         self._on_result = on_result
@@ -132,7 +138,9 @@ class ScoreSender:
             try:
                 response = self._client.post(self._url, content=payload, headers=self._headers)
             except httpx.HTTPError as exc:
-                reason, status, text = "unreachable", None, type(exc).__name__
+                # Named as the span exporter names it: refused, DNS, TLS, timeout ...
+                cause = network_cause(exc, host=self._host, timeout_s=self._timeout_s).text
+                reason, status, text = "unreachable", None, f"{cause} ({type(exc).__name__})"
                 continue
             status = response.status_code
             if 200 <= status < 300:
