@@ -268,4 +268,7 @@ def test_a_score_to_a_refused_host_names_the_cause(
         telemetry.record_feedback(session, value=1.0, turn_index=0)
         obs.shutdown(timeout=5)
     (line,) = [r.getMessage() for r in caplog.records if "feedback score" in r.getMessage()]
-    assert "connection refused by 127.0.0.1: nothing listens on that port" in line, line
+    assert line.startswith(
+        "LangFuse did not accept a feedback score: connection refused by 127.0.0.1: nothing "
+        "listens on that port (ConnectError); it is dropped"
+    ), line

@@ -215,7 +215,8 @@ class Engine:
             first = outcome not in self._warned
             self._warned.add(outcome)
         if first:
-            where = f"HTTP {status}" if status is not None else f"no answer ({text or 'error'})"
+            # A network failure's text names its cause (refused, DNS, TLS, timeout: scores.py).
+            where = f"HTTP {status}" if status is not None else (text or "no answer")
             hint = ""
             if status == 400:
                 hint = f" (the server found the score invalid: {scrub(text)[:200]!r})"
