@@ -7,8 +7,9 @@ explicit ``--observability-backend langfuse`` with bad settings is a configurati
 and so is every setting a run would refuse (``hf_user_id=hash`` without an HMAC key, a bad
 redaction spec), with the same message. ``--ping`` adds one authenticated round trip to the
 host: exit 1 when it fails, with the cause named; 2 when there are no LangFuse settings to ping
-or ``--ping-timeout`` is not a number of seconds in (0, 300]. ``preview`` shows what the policy would
-send for a saved call (``--file``) or a sample; a file that cannot be read or shown is exit 2.
+or ``--ping-timeout`` is not a number of seconds in (0, 300]. ``preview`` shows what the
+policy would send for a saved call (``--file``) or a sample; a file that cannot be read or
+shown is exit 2.
 """
 
 from __future__ import annotations
