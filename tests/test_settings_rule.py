@@ -20,7 +20,7 @@ from agent.cli.output import console
 from agent.cli.run import _print_trace_links
 from agent.core import telemetry
 from agent.core.session import Session
-from agent.testing.fake_langfuse import closed_port
+from agent.testing.fake_langfuse import FakeLangfuse, closed_port
 from tests.cli_helpers import Result, run_cli
 from tests.langfuse_helpers import forwarding, fresh_keys, langfuse_env
 
@@ -84,6 +84,20 @@ def test_a_bad_langfuse_value_in_the_file_is_named_off_under_auto_error_under_la
     strict = cli(*argv, "--observability-backend", "langfuse", env=env)
     usage_error(strict, named, why)
     assert "SECRET" not in auto.text + strict.text
+
+
+def test_demo_agrees_with_check_on_a_bad_value_in_the_file(cli, tmp_path: Path) -> None:
+    path = toml(tmp_path, '[langfuse]\ndebug = "yes"\n')
+    with FakeLangfuse() as fake:
+        env = langfuse_env(fake.url, secret="SECRET")
+        where = ("--config", str(path), "--telemetry-dir", str(tmp_path / "t"))
+        demo = cli("demo", *where, env=env)
+        assert demo.code == 0  # the agent runs; only forwarding is off
+        assert f'LangFuse forwarding: off ({path} [langfuse] debug is "yes", not a valid' in (
+            demo.text
+        )
+        assert fake.requests == []
+        usage_error(cli("demo", *where, "--observability-backend", "langfuse", env=env), str(path))
 
 
 def test_a_whole_number_is_a_valid_rate_in_the_file(cli, tmp_path: Path) -> None:
