@@ -109,17 +109,20 @@ def test_a_whole_number_is_a_valid_rate_in_the_file(cli, tmp_path: Path) -> None
     assert (destination["sample_rate"], destination["flush_interval_s"]) == (1.0, 2.0)
 
 
-def test_an_empty_host_in_the_file_is_named_as_set_but_empty(cli, tmp_path: Path) -> None:
-    path = toml(tmp_path, '[langfuse]\nhost = ""\n')
+@pytest.mark.parametrize("key", ["[langfuse] host", "[langfuse] base_url", "langfuse_host"])
+def test_an_empty_host_in_the_file_is_named_as_set_but_empty(cli, tmp_path: Path, key: str) -> None:
+    # Named as the file spells it: the alias, or a top-level langfuse_ key.
+    table, _, name = key.rpartition(" ")
+    path = toml(tmp_path, f'{table}\n{name} = ""\n')
     env = {k: v for k, v in full_env().items() if k != "LANGFUSE_HOST"}
     argv = ("observability", "check", "--config", str(path))
     auto = cli(*argv, env=env)
     assert auto.code == 0
-    assert f"{path} [langfuse] host is set but empty" in auto.text
+    assert f"{path} {key} is set but empty" in auto.text
     assert "LANGFUSE_HOST is not set" not in auto.text
     usage_error(
         cli(*argv, "--observability-backend", "langfuse", env=env),
-        f"{path} [langfuse] host is set but empty",
+        f"{path} {key} is set but empty",
     )
 
 

@@ -142,7 +142,14 @@ class AgentConfig(LangfuseFields):
             env = os.environ
         file_values = dict(context.get("file") or {})
         label = context.get("file_label") or "config file"
-        layers = Layers(cls.model_fields, env, file_values, label, context.get("argument_sources"))
+        layers = Layers(
+            cls.model_fields,
+            env,
+            file_values,
+            label,
+            argument_sources=context.get("argument_sources"),
+            file_keys=context.get("file_keys"),
+        )
         merged = layers.merge(data)
         model = handler(merged)
         model._sources = layers.sources
@@ -171,8 +178,9 @@ class AgentConfig(LangfuseFields):
         explicit_file = config_file is not None or bool(environ.get("ML_INTERN_CONFIG"))
         path = Path(config_file or environ.get("ML_INTERN_CONFIG") or DEFAULT_CONFIG_FILE)
         file_values: dict[str, Any] = {}
+        file_keys: dict[str, str] = {}
         if path.exists() or explicit_file:
-            file_values = read_config_file(path, set(cls.model_fields))
+            file_values = read_config_file(path, set(cls.model_fields), file_keys)
         try:
             return cls.model_validate(
                 overrides,
@@ -181,6 +189,7 @@ class AgentConfig(LangfuseFields):
                     "file_label": str(path),
                     "env": env,
                     "argument_sources": argument_sources,
+                    "file_keys": file_keys,
                 },
             )
         except ValidationError as exc:

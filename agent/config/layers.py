@@ -1,7 +1,7 @@
 """The layers of one configuration: argument > environment variable > config file > default.
 
-``Layers(fields, env, file_values, file_label, argument_sources).merge(arguments)`` returns the
-values pydantic then validates, and notes where each came from (``sources``: ``argument`` or
+``Layers(fields, env, file_values, file_label, ...).merge(arguments)`` returns the values
+pydantic then validates, and notes where each came from (``sources``: ``argument`` or
 the flag that gave it, the variable's name, ``<file> <key>`` / ``<file> [langfuse] <key>``; an
 absent name means the default). ``None`` means unset at every layer.
 
@@ -84,11 +84,13 @@ class Layers:
         file_values: dict[str, Any],
         file_label: str,
         argument_sources: Mapping[str, str] | None = None,
+        file_keys: Mapping[str, str] | None = None,
     ) -> None:
         self.fields = fields
         self.env = env
         self.file = file_values
         self.file_label = file_label
+        self.file_keys = dict(file_keys or {})  # setting -> its key as written in the file
         # How to name an argument in messages: the CLI passes its flags ("--flush-timeout").
         self.argument_sources = dict(argument_sources or {})
         self.sources: dict[str, str] = {}
@@ -131,7 +133,7 @@ class Layers:
         value = self.file.get(name)
         if value is None:
             return
-        source = _file_source(self.file_label, name)
+        source = f"{self.file_label} {self.file_keys.get(name) or _file_key(name)}"
         if name.startswith("langfuse_") and isinstance(value, str) and value.strip() != value:
             # The same as a padded variable: surrounding whitespace cannot be part of a URL,
             # a key or a name, and a key copied with its line break is the usual mistake.
@@ -196,10 +198,10 @@ def _invalid(where: str, name: str, shown: str, problem: str) -> str:
     return f"{where}{value} not a valid value{setting} ({problem})"
 
 
-def _file_source(file_label: str, name: str) -> str:
+def _file_key(name: str) -> str:
     if name.startswith("langfuse_"):
-        return f"{file_label} [langfuse] {name.removeprefix('langfuse_')}"
-    return f"{file_label} {name}"
+        return f"[langfuse] {name.removeprefix('langfuse_')}"
+    return name
 
 
 def _problem_for_field(field: FieldInfo, value: Any, *, strict: bool) -> str | None:
@@ -246,10 +248,16 @@ def describe(exc: ValidationError) -> str:
 # -- the config file --
 
 
-def read_config_file(path: Path, fields: set[str]) -> dict[str, Any]:
+def read_config_file(
+    path: Path, fields: set[str], written: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The settings in a TOML config file, its ``[langfuse]`` table flattened to
-    ``langfuse_<key>``. ``ConfigError`` naming the file for anything wrong with it."""
+    ``langfuse_<key>``. ``ConfigError`` naming the file for anything wrong with it.
+    ``written`` receives each setting's key as the file spells it (``[langfuse] base_url``,
+    ``langfuse_host``), for messages."""
     values = _load_toml(path)
+    keys = written if written is not None else {}
+    keys.update((name, name) for name in values if name != "langfuse")
     table = values.pop("langfuse", None)
     if table is not None:
         if not isinstance(table, dict):
@@ -263,6 +271,7 @@ def read_config_file(path: Path, fields: set[str]) -> dict[str, Any]:
                     f"config file {path}: [langfuse] {key} is set twice (also as {name})"
                 )
             values[name] = value
+            keys[name] = f"[langfuse] {key}"
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
