@@ -126,17 +126,37 @@ def test_an_empty_host_in_the_file_is_named_as_set_but_empty(cli, tmp_path: Path
     )
 
 
-# -- general settings: an error at any layer, naming the source --
+# -- general settings: an error as a flag or in the file, naming the source --
+
+
+def test_a_bad_environment_value_warns_and_falls_back(
+    cli, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The team's rule for the environment: warn naming the variable, then the next layer."""
+    path = toml(tmp_path, "max_steps = 3\n")
+    result = cli(
+        "demo",
+        "--config",
+        str(path),
+        "--telemetry-dir",
+        str(tmp_path),
+        env={"ML_INTERN_MAX_STEPS": "abc"},
+    )
+    assert result.code == 0, result.text
+    warned = caplog.text  # the CLI's log handler prints warnings on stderr
+    assert "ML_INTERN_MAX_STEPS is 'abc', not a valid value for max_steps" in warned
+    assert "using the config file or the default" in warned
+    assert "Traceback" not in result.text
 
 
 @pytest.mark.parametrize(
     ("env", "body", "flags", "fragment"),
     [
         (
-            {"ML_INTERN_MAX_STEPS": "abc"},
+            {"ML_INTERN_HF_USER_ID": "hsah"},
             "",
             (),
-            "ML_INTERN_MAX_STEPS is 'abc', not a valid value for max_steps",
+            "ML_INTERN_HF_USER_ID is 'hsah', not a valid value for hf_user_id",
         ),
         ({}, 'max_steps = "8"\n', (), 'max_steps is "8", not a valid value for max_steps'),
         ({}, "hub_push_interval_s = nan\n", (), "hub_push_interval_s is nan, not a valid"),

@@ -9,8 +9,11 @@ The rule for a value that cannot be a valid setting (wrong type, out of range, u
 whatever its layer: it is never used, and the message names the setting and its source (the
 variable, the file and key, the flag or argument), never a secret's value.
 
-- A general setting: an error (``merge`` raises; ``AgentConfig.load`` turns it into a
-  ``ConfigError``, the CLI into exit 2), every bad setting in one message.
+- A general setting given as an argument or in the file: an error (``merge`` raises;
+  ``AgentConfig.load`` turns it into a ``ConfigError``, the CLI into exit 2), every bad setting
+  in one message. From the environment: a warning naming the variable, and the next layer
+  applies (the team's rule: a bad environment value warns and falls back), except for a
+  privacy setting whose default is the weaker choice (``hf_user_id``): an error there too.
 - A LangFuse setting (``langfuse_*``) from the environment or the file: a problem
   (``problems``) and the next layer applies; the gate turns problems into an error under the
   ``langfuse`` backend and a warning with forwarding off under ``auto`` (only LangFuse is
@@ -70,6 +73,9 @@ ENV_ALIASES = langfuse.ENV_ALIASES
 SECRET_FIELDS = ("langfuse_secret_key", "hub_token", "redact_hmac_key")
 # Values never repeated in a message: they are, or may hold, credentials.
 _UNQUOTED_FIELDS = frozenset({"langfuse_host", "langfuse_public_key", *SECRET_FIELDS})
+# Privacy settings whose fallback (the default) is the weaker choice: a bad value in the
+# environment is an error for them, never a warning and the default.
+_FAILS_CLOSED = frozenset({"hf_user_id"})
 # The pydantic error type of a bad value found by the layers (``describe`` prints it as is).
 INVALID_SETTING = "invalid_setting"
 
@@ -170,7 +176,16 @@ class Layers:
             self.sources[name] = var
             return True
         message = _invalid(var, name, repr(raw), problem)
-        (self.problems if name.startswith("langfuse_") else self.errors).append(message)
+        if name.startswith("langfuse_"):
+            self.problems.append(message)
+        elif name in _FAILS_CLOSED:
+            self.errors.append(message)
+        else:
+            # The team's rule (STYLE.md 4): a bad environment value warns and falls back; an
+            # explicit argument or a config file's value is an error. (The redaction spec is
+            # a string here and is parsed by its owner, which fails closed.)
+            message += "; using the config file or the default"
+            warn_once(f"config:{message}", "%s", message)
         return False
 
     def _set_variables(self, name: str) -> list[tuple[str, str]]:
