@@ -359,3 +359,64 @@ def test_the_readme_duckdb_queries_read_every_file(dataset: Path) -> None:
     llm_per_session = queries.summary(dataset)["llm_cost_usd"] / 4
     expected = llm_per_session + 0.05 + 0.03 * (12.5 + 600) / 3600
     assert proc.stdout.count(f"{expected:.8f}"[:8]) == 4, proc.stdout
+
+
+def test_the_readme_call_reads_the_files_each_time_with_a_shared_cache(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """One cache for every load, as a user has: a second load after rows were appended, and a
+    load of another directory also named ``telemetry``, each return the rows on disk (without
+    the README's options datasets answers both from the first load's cache)."""
+    import shutil
+
+    a, b = tmp_path / "a" / "telemetry", tmp_path / "b" / "telemetry"
+    shutil.copytree(dataset, a)
+    shutil.copytree(dataset, b)
+    for shard in sorted((b / "data").glob("*.jsonl"))[:2]:
+        shard.unlink()  # b holds only day 2's shards
+
+    def ids_on_disk(directory: Path) -> list[str]:
+        return sorted(json.loads(x)["event_id"] for x in b"".join(_raw(directory)).splitlines())
+
+    def load(*dirs: Path) -> list[list[str]]:
+        code = (
+            "import json, os\n"
+            "_out = []\n"
+            f"for _d in {[str(d.parent) for d in dirs]!r}:\n"
+            "    os.chdir(_d)\n"
+            + "".join(
+                "    " + line + "\n"
+                for line in _python_block('load_dataset("telemetry"').splitlines()
+            )
+            + "    _out.append(sorted(ds['event_id']))\n"
+            "print(json.dumps(_out))\n"
+        )
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "HF_DATASETS_CACHE": str(tmp_path / "shared-cache"),
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+        }
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    first_a, first_b = load(a, b)
+    assert first_a == ids_on_disk(a) and len(first_a) == 48
+    assert first_b == ids_on_disk(b) and len(first_b) == 24
+    # More rows in a: a line of each shard again, under a new event id.
+    for shard in sorted((a / "data").glob("*.jsonl")):
+        row = json.loads(shard.read_bytes().splitlines()[0])
+        row["event_id"] = "appended-" + shard.stem
+        with open(shard, "ab") as fh:
+            fh.write(json.dumps(row).encode() + b"\n")
+    (again_a,) = load(a)
+    assert again_a == ids_on_disk(a) and len(again_a) == 52
+
+
+def _raw(directory: Path) -> list[bytes]:
+    return [p.read_bytes() for p in sorted((directory / "data").glob("*.jsonl"))]

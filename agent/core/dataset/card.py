@@ -122,8 +122,11 @@ def dataset_card(
         "```python",
         "import datasets",
         "",
-        'ds = datasets.load_dataset("<this repo id, or the local telemetry directory>", '
-        'split="train")',
+        'ds = datasets.load_dataset("<this repo id>", split="train")',
+        "# A local copy (the telemetry directory, a download): read the files at every load;",
+        "# datasets caches a local directory with a card by its name, not by its files.",
+        'ds = datasets.load_dataset("<the directory>", split="train", '
+        'download_mode="force_redownload", verification_mode="no_checks")',
         "```",
         "",
         "Costs: `sum(cost_usd)` of `llm_call` rows plus `sum(estimated_cost_usd)` of "

@@ -1,6 +1,7 @@
 """The HF Dataset sink: every event as one declared row on disk, pushed to a Hub dataset repo.
 
-Local layout (``datasets.load_dataset(DIR)``, DuckDB's ``read_json('DIR/data/*.jsonl', ...)``)::
+Local layout (``datasets.load_dataset(DIR, download_mode="force_redownload",
+verification_mode="no_checks")``: README.md says why; DuckDB's ``read_json('DIR/data/*.jsonl')``)::
 
     DIR/README.md                                   the dataset card, rewritten from the schema
     DIR/data/events-<UTC date>-<shard id>.jsonl     one shard per process and day, append-only
