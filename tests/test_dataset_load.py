@@ -213,7 +213,7 @@ def _check_rows(rows: list[dict[str, Any]], n: int) -> None:
 
 
 def test_the_readme_loads_the_directory_with_its_card(dataset: Path) -> None:
-    out = _run_readme_block('load_dataset("telemetry"', dataset.parent, _DATASETS_EPILOGUE)
+    out = _run_readme_block('"telemetry", split="train"', dataset.parent, _DATASETS_EPILOGUE)
     assert out["features"] == {k: str(v) for k, v in schema.features().items()}
     _check_rows(out["rows"], 48)
     costs = [json.loads(r["data"]) for r in out["rows"] if r["event_type"] == "hf_job_complete"]
@@ -336,7 +336,7 @@ def test_the_hub_gets_parquet_with_the_declared_types_and_loads_with_its_card(
     assert meta["dataset_info"]["features"] == schema.card_features()
     assert meta["configs"][0]["data_files"][0]["path"] == "data/**/*.parquet"
     snap.rename(tmp_path / "telemetry")  # the README's call, on the Hub's files
-    out = _run_readme_block('load_dataset("telemetry"', tmp_path, _DATASETS_EPILOGUE)
+    out = _run_readme_block('"telemetry", split="train"', tmp_path, _DATASETS_EPILOGUE)
     _check_rows(out["rows"], 48)
     # The events commands read a downloaded snapshot too.
     assert queries.summary(tmp_path / "telemetry")["total_events"] == 48
@@ -386,7 +386,7 @@ def test_the_readme_call_reads_the_files_each_time_with_a_shared_cache(
             "    os.chdir(_d)\n"
             + "".join(
                 "    " + line + "\n"
-                for line in _python_block('load_dataset("telemetry"').splitlines()
+                for line in _python_block('"telemetry", split="train"').splitlines()
             )
             + "    _out.append(sorted(ds['event_id']))\n"
             "print(json.dumps(_out))\n"
