@@ -215,6 +215,12 @@ def _print_hf_losses(report: dict[str, Any]) -> None:
             f"HF Dataset: {hf.get('written', 0)} rows written, {lost} not written "
             f"({hf.get('write_errors', 0)} write errors; see the warnings above)"
         )
+    not_pushed = int(hf.get("not_pushed") or 0)
+    if not_pushed:
+        warn(
+            f"HF Dataset: {not_pushed} rows are on disk but not on the Hub (see the warning "
+            "above); the next push from this telemetry directory sends them"
+        )
 
 
 def _print_forwarding(obs: Any, traces: list[str], report: dict[str, Any]) -> None:

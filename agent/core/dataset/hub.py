@@ -9,13 +9,19 @@ Contracts:
 - One push is one commit carrying one new Parquet part per shard with new complete lines: the
   lines since the last push, never a re-upload (at most ``MAX_PUSH_BYTES`` of JSON Lines per
   commit; the rest goes in the next). The card goes along when the Hub's copy differs.
-- A 429 raises ``RateLimited`` out of ``push(force=...)`` (``push_due`` turns it into a backoff
-  honouring the Hub's wait); other failures are counted, warned once, and retried at the next
-  push. Nothing here raises into the agent.
+- ``push(force=...)`` never raises; it returns a ``PushResult`` saying what happened: pushed
+  (the Hub has every complete line), or not, and why (``RECENT``, ``BUSY``, ``WAITING``,
+  ``FAILED``). Failures are counted and warned once; the rows stay on disk for the next push.
 - Processes sharing a directory share one state file (``DIR/.hub_push_state.json``) under a
-  lock (``DIR/.hub_push.lock``), and a directory pushed by any of them in the last half interval
-  is not pushed again, so a machine makes at most about one commit per interval however many
-  agents write there.
+  lock (``DIR/.hub_push.lock``), kept per repository (processes of one directory pushing to two
+  repositories each send every row once to each). Per repository it records the last commit
+  and, after a 429, the time before which no process may commit (the Hub's ``Retry-After``, or
+  the backoff when longer). So a directory is one pusher: a scheduled push finds the directory
+  pushed by any of its processes within the last interval and is skipped (rescheduled one
+  interval after that push), which bounds the directory to 3600 / interval commits per hour
+  however many processes share it; every push, the one at exit included, waits out a 429 that
+  any of them received. Each process's push at exit is the only one that does not wait for
+  the interval.
 - The state records a part as in flight before its commit and as pushed after; an in-flight
   part found later (a crash or a lost reply) is looked up on the Hub and re-sent identically
   only if it is not there: no row is lost or duplicated.
@@ -31,6 +37,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +52,41 @@ LOCK_FILE = ".hub_push.lock"
 # One commit carries at most this much new JSON Lines (the rest goes in the next push).
 MAX_PUSH_BYTES = 256 * 1024 * 1024
 
+STATE_VERSION = 2
+# A lock holder is waited for at most this long by a forced push (the one at exit).
+FORCED_LOCK_WAIT_S = 10.0
+
 Part = dict[str, Any]  # shard, start, end, path (+ lines while read, rows once converted)
+
+# What a push did (``PushResult.reason``).
+PUSHED = "pushed"  # committed, or nothing new: the Hub has every complete line
+RECENT = (
+    "recent"  # a scheduled push skipped: a process of this directory pushed within the interval
+)
+BUSY = "busy"  # another process holds the directory's push lock
+WAITING = "waiting"  # a 429's wait (recorded by any process of the directory) is not over
+FAILED = "failed"  # the Hub or the disk failed (counted and warned); retried later
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What one push did. ``at``: the last push's wall time (``RECENT``), or the end of the wait
+    the Hub asked for (``WAITING``)."""
+
+    reason: str
+    at: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.reason == PUSHED
+
+
+class _State:
+    """The state file's content (every repository's) and this repository's entry in it."""
+
+    def __init__(self, whole: dict[str, Any], repo: dict[str, Any]) -> None:
+        self.whole = whole
+        self.repo = repo
 
 
 class HubPusher:
@@ -83,39 +124,47 @@ class HubPusher:
     # -- entry points --
 
     def push_due(self) -> bool:
-        """One scheduled push; moves the schedule on (backoff on failure, the Hub's wait on 429)."""
-        try:
-            ok = self.push(force=False)
-        except RateLimited as exc:
-            wait = self.schedule.failed(exc.retry_after)
-            guard.warn_once(
-                "hub-429",
-                "HF Dataset push to %s: the Hub is rate limiting (429); waiting %.0fs and "
-                "backing off (rows stay local, nothing is lost)",
-                self.repo_id,
-                wait,
-            )
-            return False
-        if ok:
+        """One scheduled push; moves the schedule on. True when the Hub has everything, or
+        another process of this directory pushed within the interval (this one then waits an
+        interval after that push). A 429's wait, this process's or another's, moves the next
+        attempt past it; other failures back off."""
+        result = self.push(force=False)
+        now = self._wall_clock()
+        if result.reason == PUSHED:
             self.schedule.succeeded()
+        elif result.reason == RECENT:
+            self.schedule.defer(result.at + self.schedule.interval_s - now)
+        elif result.reason == BUSY:
+            self.schedule.succeeded()  # another process is pushing this directory right now
+        elif result.reason == WAITING:
+            self.schedule.defer(result.at - now)
         else:
             self.schedule.failed(None)
-        return ok
+        return result.reason in (PUSHED, RECENT, BUSY)
 
-    def push(self, *, force: bool) -> bool:
-        """Push every shard's new complete lines; True when the Hub has everything.
+    def push(self, *, force: bool, lock_wait_s: float = FORCED_LOCK_WAIT_S) -> PushResult:
+        """Push every shard's new complete lines; never raises.
 
-        Failures are counted and warned; a 429 raises ``RateLimited``. ``force=False`` skips
-        the push when another process pushed this directory recently.
+        ``force=False`` (scheduled) skips the push when a process of this directory pushed
+        within the interval and does not wait for the lock; ``force=True`` waits up to
+        ``lock_wait_s`` for it. Neither commits while a 429's wait is outstanding.
         """
         with self._lock:
             try:
-                return self._push(force=force)
+                return self._push(force=force, lock_wait_s=lock_wait_s if force else 0.0)
+            except RateLimited as exc:
+                self._count(push_failures=1, rate_limited=1)
+                guard.warn_once(
+                    "hub-429",
+                    "HF Dataset push to %s: the Hub is rate limiting (429); no process of %s "
+                    "pushes for %.0fs, then backing off (rows stay local, nothing is lost)",
+                    self.repo_id,
+                    self.directory,
+                    max(0.0, exc.until - self._wall_clock()),
+                )
+                return PushResult(WAITING, exc.until)
             except Exception as exc:
-                limited = exc if isinstance(exc, RateLimited) else rate_limit(exc)
-                self._count(push_failures=1, rate_limited=int(limited is not None))
-                if limited is not None:
-                    raise limited from exc
+                self._count(push_failures=1)
                 guard.warn_once(
                     f"hub-push-{type(exc).__name__}",
                     "HF Dataset push to %s failed (%s: %s); rows are kept locally and retried",
@@ -123,37 +172,69 @@ class HubPusher:
                     type(exc).__name__,
                     str(exc)[:200],
                 )
-                return False
+                return PushResult(FAILED)
+
+    def unpushed_rows(self) -> int:
+        """Complete lines on disk that the Hub does not have yet (by the state file's record;
+        read without the lock: a count for a report)."""
+        shards_state = self._read_state().repo["shards"]
+        n = 0
+        for path in shard_paths(self.data_dir):
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(int(shards_state.get(path.name, 0)))
+                    while chunk := fh.read(1 << 20):
+                        n += chunk.count(b"\n")
+            except OSError:
+                continue
+        return n
 
     # -- one push --
 
-    def _push(self, *, force: bool) -> bool:
-        with _DirLock(self.directory / LOCK_FILE, wait_s=10.0 if force else 0.0) as locked:
+    def _push(self, *, force: bool, lock_wait_s: float) -> PushResult:
+        with _DirLock(self.directory / LOCK_FILE, wait_s=lock_wait_s) as locked:
             if not locked:
-                return True  # another process is pushing this directory right now
+                return PushResult(BUSY)  # another process is pushing this directory right now
             state = self._read_state()
-            if not force and self._wall_clock() - state["last_push"] < self.schedule.interval_s / 2:
-                return True  # another process of this directory pushed a moment ago
-            self._send(self._hub_api(), state)
-            return True
+            repo = state.repo
+            now = self._wall_clock()
+            if now < repo["not_before"]:
+                return PushResult(WAITING, repo["not_before"])
+            if not force and 0.0 <= now - repo["last_push"] < self.schedule.interval_s:
+                return PushResult(RECENT, repo["last_push"])
+            try:
+                self._send(self._hub_api(), state)
+            except Exception as exc:
+                limited = exc if isinstance(exc, RateLimited) else rate_limit(exc)
+                if limited is None:
+                    raise
+                # Shared: every process of this directory waits until then, its exit push too.
+                wait = self.schedule.failed(limited.retry_after)
+                limited.until = max(repo["not_before"], self._wall_clock() + wait)
+                repo["not_before"] = limited.until
+                with contextlib.suppress(OSError):
+                    self._save_state(state)
+                raise limited from exc
+            return PushResult(PUSHED)
 
-    def _send(self, api: Any, state: dict[str, Any]) -> None:
-        self._resolve_in_flight(api, state)
+    def _send(self, api: Any, state: _State) -> None:
+        repo = state.repo
+        self._resolve_in_flight(api, repo)
         hub_card = self._hub_card(api)
-        operations, in_flight = self._operations(self._new_parts(state), hub_card)
+        operations, in_flight = self._operations(self._new_parts(repo), hub_card)
         if operations:
             if not self._repo_ready:
                 api.create_repo(
                     self.repo_id, repo_type="dataset", private=self.private, exist_ok=True
                 )
                 self._repo_ready = True
-            state["in_flight"] = in_flight
+            repo["in_flight"] = in_flight
             self._save_state(state)  # raises (no commit) when the state cannot be written
             self._commit(api, operations, state)
-            state["last_push"] = self._wall_clock()
+            repo["last_push"] = self._wall_clock()
         for part in in_flight:
-            _mark_pushed(state, part)
-        state["in_flight"] = []
+            _mark_pushed(repo, part)
+        repo["in_flight"] = []
         if hub_card is not None:
             self._hub_card_ok = True
         if in_flight or operations:
@@ -167,7 +248,7 @@ class HubPusher:
             rows_pushed=sum(p["rows"] for p in in_flight),
         )
 
-    def _commit(self, api: Any, operations: list[Any], state: dict[str, Any]) -> None:
+    def _commit(self, api: Any, operations: list[Any], state: _State) -> None:
         try:
             api.create_commit(
                 self.repo_id,
@@ -178,7 +259,7 @@ class HubPusher:
         except Exception as exc:
             if rate_limit(exc) is not None:
                 # A 429 is a refusal: nothing was committed, nothing is in flight.
-                state["in_flight"] = []
+                state.repo["in_flight"] = []
                 with contextlib.suppress(OSError):
                     self._save_state(state)
             raise  # otherwise in flight stays recorded: the next push asks the Hub what landed
@@ -192,30 +273,41 @@ class HubPusher:
 
     # -- the state file: what the Hub has of each shard --
 
-    def _read_state(self) -> dict[str, Any]:
+    def _read_state(self) -> _State:
+        """The state file, every repository's entry kept; an older file (one repository at the
+        top level) is read as that repository's entry."""
+        whole: dict[str, Any] = {"version": STATE_VERSION, "repos": {}}
+        path = self.directory / STATE_FILE
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            loaded = None
+        except (OSError, ValueError) as exc:
+            guard.warn_once(f"hub-state-{path}", "HF Dataset: ignoring %s (%s)", path, exc)
+            loaded = None
+        if isinstance(loaded, dict) and isinstance(loaded.get("repos"), dict):
+            whole["repos"] = {k: v for k, v in loaded["repos"].items() if isinstance(v, dict)}
+        elif isinstance(loaded, dict) and isinstance(loaded.get("repo_id"), str):
+            whole["repos"] = {loaded["repo_id"]: loaded}  # version 1: one repository
         fresh: dict[str, Any] = {
-            "repo_id": self.repo_id,
             "last_push": 0.0,
+            "not_before": 0.0,
             "shards": {},
             "in_flight": [],
         }
-        path = self.directory / STATE_FILE
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return fresh
-        except (OSError, ValueError) as exc:
-            guard.warn_once(f"hub-state-{path}", "HF Dataset: ignoring %s (%s)", path, exc)
-            return fresh
-        if not isinstance(state, dict) or state.get("repo_id") != self.repo_id:
-            return fresh  # another repository's state (or an older format): start over
-        return {**fresh, **state}
+        repo = {**fresh, **whole["repos"].get(self.repo_id, {})}
+        repo.pop("repo_id", None)
+        for key in ("last_push", "not_before"):
+            if not isinstance(repo[key], int | float) or repo[key] != repo[key]:
+                repo[key] = 0.0
+        whole["repos"][self.repo_id] = repo
+        return _State(whole, repo)
 
-    def _save_state(self, state: dict[str, Any]) -> None:
+    def _save_state(self, state: _State) -> None:
         path = self.directory / STATE_FILE
         tmp = path.with_name(f"{STATE_FILE}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps(state), encoding="utf-8")
+            tmp.write_text(json.dumps(state.whole), encoding="utf-8")
             os.replace(tmp, path)
         except OSError:
             with contextlib.suppress(OSError):

@@ -2,9 +2,9 @@
 and the Hub's own word after a 429 (``Retry-After``, or the reset of its ``RateLimit`` header).
 
 The budget these serve: the Hub allows 128 commits per hour per repository (and about 1,000 API
-requests per 5 minutes per token). Each process (or each directory shared by several) makes at
-most one commit per interval, stretched by a random factor in [1, 1 + jitter] so a fleet started
-together spreads out; a refusal is never retried sooner than the Hub asked.
+requests per 5 minutes per token). Each directory (however many processes share it) makes at
+most one scheduled commit per interval, stretched by a random factor in [1, 1 + jitter] so a
+fleet started together spreads out; a refusal is never retried sooner than the Hub asked.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ class RateLimited(Exception):
     def __init__(self, retry_after: float | None, message: str = "") -> None:
         super().__init__(message or f"429 Too Many Requests (retry after {retry_after}s)")
         self.retry_after = retry_after
+        # Wall time before which no process of the directory may commit (set by the pusher).
+        self.until = 0.0
 
 
 class PushSchedule:
@@ -62,6 +64,13 @@ class PushSchedule:
     def succeeded(self) -> None:
         self.failures = 0
         self.next_due = self.clock() + self._wait()
+
+    def defer(self, seconds: float) -> None:
+        """The next push in ``seconds`` (another process of the directory pushed, or a 429's
+        wait is not over), plus this process's jitter: ``interval x [0, jitter]``."""
+        self.next_due = (
+            self.clock() + max(0.0, seconds) + self.interval_s * self.rng.uniform(0.0, self.jitter)
+        )
 
     def failed(self, retry_after: float | None = None) -> float:
         """Record a failed push; returns the wait before the next attempt."""

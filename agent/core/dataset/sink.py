@@ -45,9 +45,10 @@ from typing import Any
 from agent.core import guard
 from agent.core.batch import BatchWorker
 from agent.core.dataset import card, shards
-from agent.core.dataset.hub import HubPusher
+from agent.core.dataset import hub as hub_push
+from agent.core.dataset.hub import HubPusher, PushResult
 from agent.core.dataset.rows import SchemaIssues, to_row
-from agent.core.dataset.schedule import PushSchedule, RateLimited
+from agent.core.dataset.schedule import PushSchedule
 from agent.core.privacy.scrubber import scrub_obj
 from agent.core.session import Event
 
@@ -75,6 +76,7 @@ class SinkStats:
     rows_pushed: int = 0
     unpushable_lines: int = 0
     pending: int = 0
+    not_pushed: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:
@@ -145,7 +147,8 @@ class HFDatasetSink:
         )
         self._hub: HubPusher | None = None
         self._pusher: BatchWorker[str] | None = None
-        self._final_push_ok = False
+        self._final_push: PushResult | None = None
+        self._final_deadline = 0.0
         if repo_id and token:
             self._hub = HubPusher(
                 self.directory,
@@ -331,21 +334,24 @@ class HFDatasetSink:
     def push_now(self, *, force: bool = True) -> bool:
         """Push every shard's new complete lines now. True when the Hub has everything.
 
-        ``force=False`` skips the push when another process pushed this directory recently.
+        ``force=False`` skips the push when another process pushed this directory within the
+        interval. No push is made while a 429's wait (any process's) is outstanding.
         """
+        return self._push_now(force=force).ok
+
+    def _push_now(
+        self, *, force: bool, lock_wait_s: float = hub_push.FORCED_LOCK_WAIT_S
+    ) -> PushResult:
         if self._hub is None:
-            return False
-        try:
-            return self._hub.push(force=force)
-        except RateLimited:
-            return False  # counted; the rows stay local for the next push
+            return PushResult(hub_push.FAILED)
+        return self._hub.push(force=force, lock_wait_s=lock_wait_s)
 
     def _push_handler(self, batch: list[str]) -> None:
         """The pusher's BatchWorker handler: its tick (an empty batch) when the schedule is due,
         ``_FINAL_PUSH`` at shutdown."""
         if batch:
             self.flush(timeout=5.0)
-            self._final_push_ok = self.push_now(force=True)
+            self._final_push = self._push_now(force=True, lock_wait_s=self._lock_wait())
             return
         try:
             if self.schedule.due():
@@ -354,10 +360,46 @@ class HFDatasetSink:
             if self.schedule.due():
                 self.schedule.failed(None)  # never a hot loop on a push that raised
 
+    def _lock_wait(self) -> float:
+        """How long the final push may wait for another process's push: within the bound."""
+        left = self._final_deadline - time.monotonic()
+        return max(0.0, min(hub_push.FORCED_LOCK_WAIT_S, left - 0.5))
+
     def _last_push(self, deadline: float) -> bool:
+        if self._hub is None:
+            return True
+        self._final_deadline = deadline
+        self._final_push = None
         if self._pusher is not None:
             self._pusher.put(_FINAL_PUSH, force=True)
-            return self._pusher.close(deadline) and self._final_push_ok
-        if self._hub is not None:
-            return self.push_now(force=True)  # push_thread=False: the last push, in line
-        return True
+            closed = self._pusher.close(deadline)
+        else:
+            self._final_push = self._push_now(force=True, lock_wait_s=self._lock_wait())
+            closed = True
+        result = self._final_push
+        if closed and result is not None and result.ok:
+            return True
+        return self._report_not_pushed(result) == 0
+
+    def _report_not_pushed(self, result: PushResult | None) -> int:
+        """Rows on disk the final push did not get to the Hub: counted, and said why."""
+        assert self._hub is not None
+        n = self._hub.unpushed_rows()
+        self.stats.not_pushed = n
+        if not n:
+            return 0
+        reason = {
+            hub_push.WAITING: "the Hub asked to wait (429) until "
+            + time.strftime("%H:%M:%S UTC", time.gmtime(result.at if result else 0)),
+            hub_push.BUSY: "another process was pushing this directory",
+            hub_push.FAILED: "the push failed (see the warning above)",
+        }.get(result.reason if result else "", "the push did not finish in time")
+        logger.warning(
+            "HF Dataset: %d rows not pushed to %s at exit (%s); they stay in %s and the next "
+            "push of any process using this directory sends them",
+            n,
+            self.repo_id,
+            reason,
+            self.data_dir,
+        )
+        return n
