@@ -1,7 +1,8 @@
 """The dataset card: the ``README.md`` of the telemetry directory and of the Hub repo.
 
 Rendered from the declared schema (``agent.core.dataset.schema``), never edited by hand: the
-local card is rewritten whenever its text changes (``write_local_card``), the Hub's is sent in
+local card is rewritten whenever its text changes (``write_local_card``: atomically, and
+never leaving its temporary file behind), the Hub's is sent in
 a push's commit when the Hub's copy differs (``hub_card``). Both carry the same features; they
 differ only in the files they point at (the live JSON Lines shards locally, the immutable
 Parquet parts on the Hub).
@@ -9,6 +10,7 @@ Parquet parts on the Hub).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -35,14 +37,18 @@ def write_local_card(directory: Path) -> None:
     """Write ``directory/README.md`` when its text differs (atomically); warn once on failure."""
     path = directory / CARD_FILE
     content = local_card()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         if path.is_file() and path.read_bytes() == content:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_bytes(content)
         os.replace(tmp, path)
     except OSError as exc:
+        # Never leave the temporary behind (a full disk cut it short, or README.md is not a
+        # file): it would take the space again at every start.
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         guard.warn_once(
             f"card-{path}", "HF Dataset: cannot write the dataset card %s: %s", path, exc
         )

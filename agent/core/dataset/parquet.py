@@ -2,8 +2,12 @@
 
 DuckDB (already a dependency) reads the lines with ``schema.duckdb_columns_sql()`` and writes
 zstd-compressed Parquet, so every part has the same column types whatever its rows held. A line
-that is not a row (written by hand, or by something else) is left out and counted; the others
-are converted.
+that is not a row (not a JSON object, no ``event_id``, or a value DuckDB cannot convert to its
+column's declared type, such as ``"timestamp": "yesterday"``: written by hand, or by something
+else) is left out and counted (the pusher's ``unpushable_lines``, with a warning naming the
+shard); the others are converted, so one bad line never blocks a push. Finding the bad lines
+costs nothing while there are none: only a conversion that fails is retried on halves of the
+lines (DuckDB itself decides what fits), down to the single lines that do not.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ def to_parquet(lines: bytes) -> tuple[bytes, int, int]:
                 rows = _copy_parquet(con, src, dst)
             except duckdb.Error:
                 good, bad = _rows_only(lines)
+                good, misfits = _fitting(con, src, dst, good)
+                bad += misfits
                 src.write_bytes(b"".join(x + b"\n" for x in good))
                 rows = _copy_parquet(con, src, dst) if good else 0
         finally:
@@ -40,17 +46,42 @@ def to_parquet(lines: bytes) -> tuple[bytes, int, int]:
 
 
 def _rows_only(lines: bytes) -> tuple[list[bytes], int]:
-    """The lines that are JSON objects, and how many are not."""
+    """The lines that are JSON objects with an ``event_id``, and how many are not."""
     good = []
     bad = 0
     for line in lines.splitlines():
         try:
-            if isinstance(json.loads(line), dict):
+            obj = json.loads(line)
+            if isinstance(obj, dict) and obj.get("event_id") is not None:
                 good.append(line)
                 continue
         except ValueError:
             pass
         bad += 1
+    return good, bad
+
+
+def _fitting(con: Any, src: Path, dst: Path, lines: list[bytes]) -> tuple[list[bytes], int]:
+    """The lines DuckDB converts to the declared types (in order), and how many it cannot:
+    a chunk that fails is split in two until the failing lines stand alone."""
+    import duckdb
+
+    good: list[bytes] = []
+    bad = 0
+    chunks = [lines]
+    while chunks:
+        chunk = chunks.pop()
+        src.write_bytes(b"".join(x + b"\n" for x in chunk))
+        try:
+            _copy_parquet(con, src, dst)
+        except duckdb.Error:
+            if len(chunk) == 1:
+                bad += 1
+            else:
+                half = len(chunk) // 2
+                chunks += [chunk[half:], chunk[:half]]  # the first half next: order kept
+            continue
+        good.extend(chunk)
     return good, bad
 
 

@@ -8,6 +8,11 @@ Contracts:
 - ``ShardWriter.append`` writes whole lines only. When a write fails part-way (a full disk), the
   whole lines that reached the file stay, the rest is cut back to the last whole line, and the
   caller learns how many lines (from the front) are on disk: never a partial row.
+- Before each append (one per written batch, not per row) the open file is checked against its
+  path (one ``stat``): a shard deleted or replaced while open, or its whole directory deleted, is
+  noticed and the rows go to a new shard (a new name: the Hub state's record of the old one
+  must not apply to it), the directory recreated; ``reopened`` counts it and it is warned once.
+  The rows written to the deleted file before are gone with it.
 - ``repair_partial_lines`` cuts a partial last line (left by a crash mid-write) from the shards
   no live process holds.
 """
@@ -40,7 +45,10 @@ class ShardWriter:
         self.data_dir = data_dir
         self.shard_id = shard_id
         self.fd: int | None = None
+        self.path: Path | None = None
+        self.reopened = 0  # shards found deleted or replaced while open
         self._day: str | None = None
+        self._generation = 0  # bumped when the open shard vanished: the next gets a new name
 
     def append(self, data: bytes) -> tuple[int, OSError | None]:
         """Append ``data`` (whole lines). Returns the bytes of whole lines now on disk (all of
@@ -82,16 +90,20 @@ class ShardWriter:
         day = datetime.now(UTC).strftime("%Y%m%d")
         if self.fd is not None and self._day == day:
             try:
-                if os.fstat(self.fd).st_size < SHARD_MAX_BYTES:
+                st = os.fstat(self.fd)
+                if st.st_size < SHARD_MAX_BYTES and self._still_there(st):
                     return self.fd
             except OSError:
                 pass
         self.close()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        stem = f"events-{day}-{self.shard_id}" + (
+            f"-r{self._generation}" if self._generation else ""
+        )
         n = 0
         while True:
             suffix = f"-{n}" if n else ""
-            path = self.data_dir / f"events-{day}-{self.shard_id}{suffix}.jsonl"
+            path = self.data_dir / f"{stem}{suffix}.jsonl"
             if not path.exists() or path.stat().st_size < SHARD_MAX_BYTES:
                 break
             n += 1
@@ -99,8 +111,28 @@ class ShardWriter:
         # Held for the process's lifetime: tells other processes this shard is live.
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self.fd, self._day = fd, day
+        self.fd, self._day, self.path = fd, day, path
         return fd
+
+    def _still_there(self, st: os.stat_result) -> bool:
+        """Whether the open file is still the one at its path (not deleted or replaced)."""
+        assert self.path is not None
+        try:
+            here = os.stat(self.path)
+        except FileNotFoundError:
+            here = None
+        if here is not None and (here.st_ino, here.st_dev) == (st.st_ino, st.st_dev):
+            return True
+        self.reopened += 1
+        self._generation += 1
+        guard.warn_once(
+            f"shard-gone-{self.data_dir}",
+            "HF Dataset: %s was deleted or replaced while in use (the rows written to it are "
+            "gone with it); writing the next rows to a new shard in %s",
+            self.path,
+            self.data_dir,
+        )
+        return False
 
 
 def shard_paths(data_dir: Path) -> list[Path]:

@@ -67,6 +67,7 @@ class SinkStats:
     dropped: int = 0
     write_errors: int = 0
     repaired_shards: int = 0
+    reopened_shards: int = 0
     replaced_strings: int = 0
     schema_repairs: int = 0
     pushes: int = 0
@@ -252,7 +253,13 @@ class HFDatasetSink:
         """Write the pending lines; returns how many are now on disk (from the front)."""
         lines = list(self._pending)
         data = b"".join(lines)
+        reopened = self._shard.reopened
         kept, error = self._shard.append(data)
+        if self._shard.reopened != reopened:
+            # The shard (or the whole directory) was deleted under us: rows go to a new shard;
+            # the card goes back too if the directory went.
+            self.stats.add(reopened_shards=self._shard.reopened - reopened)
+            card.write_local_card(self.directory)
         # Whole lines that reached the disk leave the pending list, even when the disk filled
         # up before the rest (partial progress).
         done = len(lines) if error is None else data.count(b"\n", 0, kept)
