@@ -3,8 +3,9 @@
 Contract: each query prints a table (or JSON with ``--json``) and exits 0, an empty answer
 included (``show`` of an unknown trace prints a notice, and ``[]`` with ``--json``). No
 dataset, a ``--limit`` outside 1..1,000,000 or a malformed trace id are usage errors (exit 2).
-Lines the query skipped (corrupt, cut short) and token counts or costs that are not numbers
-are named in a notice after the answer, never dropped silently.
+Lines the query skipped (corrupt, cut short, not UTF-8), Parquet files that are not whole
+(an interrupted download) and token counts or costs that are not numbers are named in a notice
+after the answer, never dropped silently.
 """
 
 from __future__ import annotations
@@ -94,6 +95,13 @@ def _data_notices(directory: Path) -> None:
         notice(
             f"{n} line{'s' if n > 1 else ''} in {directory / 'data'} "
             f"{'are' if n > 1 else 'is'} not a valid row (corrupt or cut short) and "
+            f"{'were' if n > 1 else 'was'} skipped"
+        )
+    if problems.get("skipped_files"):
+        n = problems["skipped_files"]
+        notice(
+            f"{n} Parquet file{'s' if n > 1 else ''} in {directory / 'data'} "
+            f"{'are' if n > 1 else 'is'} not whole (an interrupted download?) and "
             f"{'were' if n > 1 else 'was'} skipped"
         )
     if problems["non_numeric"]:

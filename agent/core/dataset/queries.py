@@ -5,12 +5,19 @@ downloaded with ``hf download --repo-type dataset REPO --local-dir DIR``).
 Both are read with the declared schema (``agent.core.dataset.schema``), so rows of every event
 type, day and writer read together, and rows of an older version (``data`` as an object rather
 than JSON text) read too: DuckDB gives the object back as its JSON text.
+
+What cannot be read is left out and counted by ``data_problems``, never an error after the
+answer: a JSON line that is not a row (corrupt, cut short, not UTF-8; any length), a Parquet file
+that is not whole (no ``PAR1`` at both ends: an interrupted download). A directory whose path is
+not UTF-8 (bytes from a non-UTF-8 file system, which DuckDB's SQL strings cannot carry) is read
+through ``/proc/self/fd`` on Linux.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,20 +30,80 @@ JSONL_GLOB = "data/**/*.jsonl"
 PARQUET_GLOB = "data/**/*.parquet"
 
 
+PARQUET_MAGIC = b"PAR1"
+
+
 def _files(directory: str | Path, pattern: str) -> list[Path]:
     data = Path(directory) / "data"
     if not data.is_dir():
         return []
     suffix = pattern.rsplit(".", 1)[-1]
-    return [p for p in data.rglob(f"*.{suffix}") if p.is_file() and p.stat().st_size > 0]
+    out = [p for p in data.rglob(f"*.{suffix}") if p.is_file() and p.stat().st_size > 0]
+    if suffix == "parquet":
+        out = [p for p in out if _whole_parquet(p)]
+    return [p for p in out if _sql_path(p) is not None]
+
+
+def _whole_parquet(path: Path) -> bool:
+    """Whether ``path`` starts and ends with Parquet's magic (an interrupted download or a
+    truncated copy does not end with it; DuckDB would refuse the whole query)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+            fh.seek(-4, os.SEEK_END)
+            return head == PARQUET_MAGIC and fh.read(4) == PARQUET_MAGIC
+    except OSError:
+        return False
+
+
+def broken_parquet_files(directory: str | Path) -> list[Path]:
+    """Parquet files under ``directory/data`` that the queries leave out (not whole)."""
+    data = Path(directory) / "data"
+    if not data.is_dir():
+        return []
+    return sorted(p for p in data.rglob("*.parquet") if p.is_file() and not _whole_parquet(p))
 
 
 def has_data(directory: str | Path) -> bool:
     return bool(_files(directory, JSONL_GLOB) or _files(directory, PARQUET_GLOB))
 
 
+# Directories opened to reach files whose path is not UTF-8: kept open (DuckDB opens the files
+# when a query runs), at most a few per process.
+_DIR_FDS: dict[Path, int] = {}
+_MAX_DIR_FDS = 64
+
+
+def _sql_path(path: Path) -> str | None:
+    """``path`` as DuckDB can open it: itself when UTF-8, else through an open descriptor of
+    its directory (Linux's ``/proc/self/fd``); None when neither works."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return None  # a file name of someone else's, not a shard or part of ours
+    parent = path.parent
+    fd = _DIR_FDS.get(parent)
+    if fd is None:
+        if len(_DIR_FDS) >= _MAX_DIR_FDS or not os.path.isdir("/proc/self/fd"):
+            return None
+        try:
+            fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return None
+        _DIR_FDS[parent] = fd
+    return f"/proc/self/fd/{fd}/{path.name}"
+
+
 def _quote(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
+    text = _sql_path(path)
+    assert text is not None  # _files lists only the paths it can give
+    return "'" + text.replace("'", "''") + "'"
 
 
 def source_sql(directory: str | Path) -> str:
@@ -227,22 +294,16 @@ SUMMED_FIELDS = (
 
 def data_problems(directory: str | Path) -> dict[str, int]:
     """What the queries skip or cannot add up: ``skipped_lines`` (JSON Lines that are not a row:
-    corrupt, cut short, not JSON) and ``non_numeric`` (rows whose token or cost field is not a
-    number). One more pass over the files; for notices, not for the results themselves."""
-    out = {"skipped_lines": 0, "non_numeric": 0}
+    corrupt, cut short, not JSON, not UTF-8), ``skipped_files`` (Parquet files that are not
+    whole) and ``non_numeric`` (rows whose token or cost field is not a number). One more pass
+    over the files; for notices, not for the results themselves."""
+    out = {"skipped_lines": 0, "non_numeric": 0, "skipped_files": 0}
     con = duckdb.connect()
     try:
         jsonl = sorted(_files(directory, JSONL_GLOB))
         if jsonl:
-            files = "[" + ", ".join(_quote(p) for p in jsonl) + "]"
-            # Each line as one text value (no delimiter, quote or escape can occur in it).
-            (bad,) = con.execute(
-                f"SELECT count(*) FROM read_csv({files}, columns={{'line': 'VARCHAR'}}, "
-                "delim=chr(1), quote='', escape='', header=false, auto_detect=false) "
-                "WHERE trim(line) <> '' AND (NOT json_valid(line) OR json_type(line) <> 'OBJECT' "
-                "OR line->>'$.event_id' IS NULL)"
-            ).fetchall()[0]
-            out["skipped_lines"] = int(bad)
+            out["skipped_lines"] = _bad_lines(con, jsonl)
+        out["skipped_files"] = len(broken_parquet_files(directory))
         checks = " OR ".join(
             f"(data->>'{f}' IS NOT NULL AND {_num(f)} IS NULL)" for f in SUMMED_FIELDS
         )
@@ -253,3 +314,51 @@ def data_problems(directory: str | Path) -> dict[str, int]:
     finally:
         con.close()
     return out
+
+
+def _bad_lines(con: duckdb.DuckDBPyConnection, files: list[Path]) -> int:
+    """JSON lines that are not a row. DuckDB counts them in one pass; a file it cannot read as
+    lines (one past its line-size limit, bytes that are not UTF-8) is counted line by line here
+    instead, as ``read_json`` reads it: a line that is not UTF-8 JSON with an ``event_id``."""
+    try:
+        return _bad_lines_sql(con, files)
+    except duckdb.Error:
+        pass
+    bad = 0
+    for path in files:
+        try:
+            bad += _bad_lines_sql(con, [path])
+        except duckdb.Error:
+            bad += _bad_lines_slow(path)
+    return bad
+
+
+def _bad_lines_sql(con: duckdb.DuckDBPyConnection, files: list[Path]) -> int:
+    files_sql = "[" + ", ".join(_quote(p) for p in files) + "]"
+    # Each line as one text value (no delimiter, quote or escape can occur in it).
+    (n,) = con.execute(
+        f"SELECT count(*) FROM read_csv({files_sql}, columns={{'line': 'VARCHAR'}}, "
+        "delim=chr(1), quote='', escape='', header=false, auto_detect=false) "
+        "WHERE trim(line) <> '' AND (NOT json_valid(line) OR json_type(line) <> 'OBJECT' "
+        "OR line->>'$.event_id' IS NULL)"
+    ).fetchall()[0]
+    return int(n)
+
+
+def _bad_lines_slow(path: Path) -> int:
+    bad = 0
+    try:
+        with open(path, "rb") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError:  # UnicodeDecodeError included
+                    bad += 1
+                    continue
+                if not isinstance(row, dict) or row.get("event_id") is None:
+                    bad += 1
+    except OSError:
+        pass
+    return bad
