@@ -140,3 +140,54 @@ def test_langfuse_gets_the_costs_on_their_events_and_the_rollup_on_the_last_trac
     usage = json.loads(last["attributes"]["langfuse.trace.metadata.session_usage"])
     assert usage["total_cost_usd"] == pytest.approx(job_cost + sandbox_cost)
     assert usage["hf_jobs"] == 1 and usage["sandboxes"] == 1 and usage["turns"] == 2
+
+
+@pytest.mark.parametrize("price", ["-1.0", "nan", "inf", '"1.0"', "true"])
+def test_a_price_that_is_not_a_usd_amount_is_refused_at_config_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], price: str
+) -> None:
+    from tests.cli_helpers import run_cli
+
+    cfg = tmp_path / "ml-intern.toml"
+    cfg.write_text(f'[hf_hardware_prices]\n"a10g-small" = {price}\n')
+    res = run_cli(
+        monkeypatch,
+        capsys,
+        "demo",
+        "--config",
+        str(cfg),
+        "--telemetry-dir",
+        str(tmp_path / "t"),
+    )
+    assert res.code == 2
+    assert "hf_hardware_prices" in res.text and "a10g-small" in res.text
+    assert "USD per hour, 0 or more" in res.text
+    assert not (tmp_path / "t" / "data").exists()  # refused before anything ran
+
+
+def test_the_configured_prices_reach_sandboxes_and_record_calls_of_user_code(
+    tmp_path: Path,
+) -> None:
+    from agent.core.observability import Observability
+    from agent.tools.sandbox import LocalSandbox
+    from tests.rows import read_rows
+
+    config = AgentConfig(
+        telemetry_dir=tmp_path, hf_hardware_prices={"a10g-small": 99.0, "local": 3600.0}
+    )
+    obs = Observability.from_config(config)
+    session = Session(user_id="u", observability=obs)
+    # User code, recording a job of its own: a 1 h job on a10g-small at the configured $99/h.
+    telemetry.record_hf_job_complete(
+        session, job_id="j", status="completed", duration_s=3600, flavor="a10g-small"
+    )
+    sandbox = LocalSandbox(session)  # the agent's tool: "local" at the configured $3600/h
+    asyncio.run(sandbox.run_python("print(1)"))
+    sandbox.destroy()
+    obs.shutdown(5)
+    rows = {r["event_type"]: r for r in read_rows(tmp_path)}
+    assert rows["hf_job_complete"]["data"]["estimated_cost_usd"] == pytest.approx(99.0)
+    create, destroy = rows["sandbox_create"]["data"], rows["sandbox_destroy"]["data"]
+    assert create["estimated_cost_usd"] == pytest.approx(create["create_latency_s"], abs=1e-6)
+    assert destroy["estimated_cost_usd"] == pytest.approx(destroy["lifetime_s"], abs=1e-3)
+    assert destroy["estimated_cost_usd"] > 0

@@ -38,12 +38,21 @@ LangFuse settings and what the langfuse SDK reads from the environment itself.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agent.config.langfuse import (
     SDK_ENVIRONMENT,
@@ -130,6 +139,30 @@ class AgentConfig(LangfuseFields):
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
     _problems: tuple[str, ...] = PrivateAttr(default=())
     _notes: tuple[str, ...] = PrivateAttr(default=())
+
+    @field_validator("hf_hardware_prices", mode="before")
+    @classmethod
+    def _prices(cls, value: Any) -> Any:
+        """Each price a finite number of USD per hour, 0 or more: a negative, NaN or infinite
+        price, or a string or boolean where a number belongs, would make every estimate wrong."""
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise ValueError('must be a table of flavor = USD per hour, e.g. "a10g-small" = 1.05')
+        for flavor, price in value.items():
+            if not isinstance(flavor, str) or not flavor.strip():
+                raise ValueError(f"{flavor!r} is not a hardware flavor name")
+            if (
+                isinstance(price, bool)
+                or not isinstance(price, int | float)
+                or not math.isfinite(price)
+                or price < 0
+            ):
+                raise ValueError(
+                    f"the price of {flavor!r} must be a number of USD per hour, 0 or more "
+                    f"(not {price!r})"
+                )
+        return {str(k): float(v) for k, v in value.items()}
 
     @model_validator(mode="wrap")
     @classmethod

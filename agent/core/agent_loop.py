@@ -99,6 +99,10 @@ class Agent:
         self.effort = reasoning_effort
         self.stream = stream
         self.messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}]
+        if session.hardware_prices is None:
+            # The session's sandbox and job rows (and record_* calls of the caller's own code
+            # on this session) are costed with the configured prices.
+            session.hardware_prices = config.hf_hardware_prices
         self.sandbox = LocalSandbox(session)
         self.jobs = LocalJobRunner(session, prices=config.hf_hardware_prices)
         self.tools = ToolRegistry([self.sandbox.tool(), self.jobs.tool(), self._research_tool()])

@@ -269,8 +269,10 @@ def _num(value: Any, kind: type) -> Any:
 class Session:
     """One agent session: its ids, the turn counter and the sinks its events go to.
 
-    ``observability`` (an ``agent.core.observability.Observability``) contributes its sinks and,
-    when LangFuse forwarding is on, the linker that hands out trace and observation ids.
+    ``observability`` (an ``agent.core.observability.Observability``) contributes its sinks,
+    the operator's hardware prices (its config's ``hf_hardware_prices``; ``hardware_prices=``
+    wins) and, when LangFuse forwarding is on, the linker that hands out trace and observation
+    ids.
     """
 
     def __init__(
@@ -280,6 +282,7 @@ class Session:
         *,
         observability: Any = None,
         sinks: Iterable[Sink] = (),
+        hardware_prices: Mapping[str, float] | None = None,
     ) -> None:
         self.session_id: str = session_id or new_id()
         self.user_id: str | None = user_id
@@ -293,9 +296,15 @@ class Session:
         # Totals for the session_end rollup (agent.core.telemetry.record_session_end).
         self.usage = SessionUsage()
         self.ended = False
+        # The operator's hardware prices (``hf_hardware_prices``), over pricing.py's table: what
+        # every job and sandbox row of this session is costed with, whoever records it.
+        self.hardware_prices: Mapping[str, float] | None = hardware_prices
         if observability is not None:
             self.sinks.extend(observability.sinks)
             self.linker = observability.linker
+            if hardware_prices is None:
+                config = getattr(observability, "config", None)
+                self.hardware_prices = getattr(config, "hf_hardware_prices", None)
 
     def link(
         self,

@@ -340,7 +340,8 @@ def record_hf_job_complete(
     """One ``hf_job_complete`` row, with its estimated cost (``agent.core.dataset.pricing``).
 
     ``wall_time_s``: the time the job ran on its hardware (what HF bills); ``duration_s`` when
-    not given. A ``local`` run costs nothing. ``prices`` overrides the price table.
+    not given. A ``local`` run costs nothing. Prices: ``prices``, else the session's
+    (``hf_hardware_prices`` of its config), over the table.
     """
     with guard.guarded("record_hf_job_complete"):
         wall = duration_s if wall_time_s is None else wall_time_s
@@ -351,12 +352,17 @@ def record_hf_job_complete(
             "wall_time_s": round(wall, 3),
             "flavor": flavor,
             "estimated_cost_usd": pricing.estimate_cost(
-                "local" if backend == "local" else flavor, wall, prices
+                "local" if backend == "local" else flavor, wall, _prices(session, prices)
             ),
             "backend": backend,
         }
         return _send(session, "hf_job_complete", data)
     return None
+
+
+def _prices(session: Session, prices: Mapping[str, float] | None) -> Mapping[str, float] | None:
+    """The price overrides of a cost estimate: the call's, else the session's configured ones."""
+    return prices if prices is not None else getattr(session, "hardware_prices", None)
 
 
 def record_sandbox_create(
@@ -424,7 +430,9 @@ def _send_sandbox(
     """A sandbox row: ``data``, then the machine and the cost of ``billed_s`` seconds on it
     (a local sandbox runs on ``local`` hardware, which is free)."""
     hardware = hardware or ("local" if backend == "local" else None)
-    cost = pricing.estimate_cost(hardware, billed_s, prices, per_started_minute=False)
+    cost = pricing.estimate_cost(
+        hardware, billed_s, _prices(session, prices), per_started_minute=False
+    )
     data = {
         **data,
         "backend": backend,

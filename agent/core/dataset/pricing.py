@@ -3,7 +3,10 @@
 The one place these prices live. They are list prices in USD per hour, as published on the Hub's
 Jobs pricing page on ``PRICES_AS_OF``; HF bills by the minute while a job is starting or running.
 Override or extend them with the ``hf_hardware_prices`` setting (a ``[hf_hardware_prices]``
-table in ``ml-intern.toml``, e.g. ``"a10g-small" = 1.05``). ``local`` (this machine) costs 0.
+table in ``ml-intern.toml``, e.g. ``"a10g-small" = 1.05``; a negative, NaN or non-number price is
+refused when the config loads); the session carries them to every job and sandbox row, the
+agent's tools' and ``telemetry.record_*`` calls of your own code alike. ``local`` (this machine)
+costs 0.
 An unknown flavor has no price: its estimate is null, never a guess.
 """
 
@@ -55,7 +58,12 @@ def hourly_price(
     if not hardware:
         return None
     if overrides and hardware in overrides:
-        return float(overrides[hardware])
+        price = overrides[hardware]
+        # The config refuses such prices at load; one handed to record_* in code gives no
+        # estimate (null) rather than a wrong one.
+        if isinstance(price, bool) or not isinstance(price, int | float):
+            return None
+        return float(price) if math.isfinite(price) and price >= 0 else None
     return HF_HARDWARE_USD_PER_HOUR.get(hardware)
 
 
