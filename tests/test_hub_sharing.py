@@ -182,3 +182,41 @@ def test_processes_of_one_directory_pushing_to_two_repositories_send_each_row_on
     expected = collections.Counter(["0:0", "0:1", "0:2"])
     assert _names(one) == expected and _names(two) == expected
     assert set(one.uploads.values()) == set(two.uploads.values()) == {1}
+
+
+def test_the_requests_a_push_makes_are_the_readmes(tmp_path: Path) -> None:
+    """README: 2 per push; a process's first push 1 more (is the Hub's card current?) and 1
+    more when it sends the card; the first push to a repository that does not exist yet also
+    creates it; a push after a lost commit reply asks once what landed."""
+    clock = Clock()
+
+    def push(sink: HFDatasetSink, hub: FakeHub, i: int) -> dict[str, int]:
+        sink.export(_row(0, i))
+        assert sink.flush(5)
+        before = collections.Counter(hub.requests)
+        sink.push_now()
+        return dict(collections.Counter(hub.requests) - before)
+
+    with respx.mock(assert_all_called=False) as router:
+        hub = FakeHub(router, REPO, clock=clock, exists=False)
+        (a,) = _sinks(tmp_path, clock, 1)
+        first = push(a, hub, 0)
+        assert first == {
+            "paths_info": 1,
+            "create_repo": 1,
+            "validate_yaml": 1,
+            "preupload": 1,
+            "commit": 1,
+        }
+        assert push(a, hub, 1) == {"preupload": 1, "commit": 1}
+        before = collections.Counter(hub.requests)
+        assert a.push_now() is True  # nothing new: no request at all
+        assert collections.Counter(hub.requests) == before
+        assert a.shutdown(5)
+        (b,) = _sinks(tmp_path, clock, 1)  # a new process: the card is checked once
+        assert push(b, hub, 2) == {"paths_info": 1, "preupload": 1, "commit": 1}
+        hub.lose_reply_of_commits = 1
+        assert push(b, hub, 3) == {"preupload": 1, "commit": 1}
+        assert push(b, hub, 4) == {"paths_info": 1, "preupload": 1, "commit": 1}
+        assert b.shutdown(5)
+    assert sorted(_names(hub)) == [f"0:{i}" for i in range(5)]

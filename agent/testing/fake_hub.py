@@ -48,8 +48,12 @@ class FakeHub:
         commits_per_hour: int = 128,
         fail_commits: int = 0,
         lose_reply_of_commits: int = 0,
+        exists: bool = True,
     ) -> None:
         self.repo_id = repo_id
+        # False: the repository is created by the first create_repo; until then the Hub answers
+        # 404 (RepoNotFound) about it, as the real one does.
+        self.exists = exists
         self.clock = clock
         self.commits_per_hour = commits_per_hour
         self.files: dict[str, bytes] = {}
@@ -74,6 +78,7 @@ class FakeHub:
     def _create_repo(self, request: httpx.Request) -> httpx.Response:
         with self._lock:
             self.requests["create_repo"] += 1
+            self.exists = True
         return httpx.Response(
             200, json={"url": f"{ENDPOINT}/datasets/{self.repo_id}", "name": self.repo_id}
         )
@@ -108,6 +113,12 @@ class FakeHub:
         form = parse_qs(request.content.decode())
         with self._lock:
             self.requests["paths_info"] += 1
+            if not self.exists:
+                return httpx.Response(
+                    404,
+                    headers={"X-Error-Code": "RepoNotFound"},
+                    json={"error": "Repository not found"},
+                )
             out = [
                 {
                     "type": "file",

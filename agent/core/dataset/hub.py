@@ -385,6 +385,7 @@ class HubPusher:
             (info,) = api.get_paths_info(self.repo_id, [card.CARD_FILE], repo_type="dataset") or [
                 None
             ]
+            self._repo_ready = True  # it answered: the repository exists (no create_repo)
         except ValueError:
             info = None
         except Exception as exc:
