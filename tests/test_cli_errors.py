@@ -197,6 +197,27 @@ def test_restore_from_a_missing_file(cli, tmp_path: Path) -> None:
     usage_error(result, "--restore", "no such file")
 
 
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (None, "is a directory, not a session file"),
+        (b"\xff\xfe not text", "is not a session file"),
+        (b'{"session_id": "s"}', "is not a session file (one --save wrote): it has no messages"),
+    ],
+)
+def test_restore_from_what_is_not_a_saved_session_says_what_it_is(
+    cli, tmp_path: Path, content: bytes | None, fragment: str
+) -> None:
+    target = tmp_path / "saved"
+    if content is None:
+        target.mkdir()
+    else:
+        target.write_bytes(content)
+    result = cli("run", "x", "--restore", str(target), "--telemetry-dir", str(tmp_path / "t"))
+    usage_error(result, "--restore", fragment)
+    assert not (tmp_path / "t" / "data").exists()  # nothing ran
+
+
 # -- logging --
 
 

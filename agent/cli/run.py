@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -151,10 +152,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         problem = llm.model_problem(config.model)
         if problem:
             raise UsageError(problem)
-    if args.restore and not Path(args.restore).is_file():
-        raise UsageError(f"--restore {args.restore}: no such file")
+    if args.restore:
+        _check_restore(Path(args.restore))
     check_writable(config.telemetry_dir)
     return asyncio.run(_run(args, config))
+
+
+def _check_restore(path: Path) -> None:
+    """A ``--restore`` that cannot be a saved session is a usage error naming what it is."""
+    if path.is_dir():
+        raise UsageError(f"--restore {path} is a directory, not a session file (one --save wrote)")
+    if not path.exists():
+        raise UsageError(f"--restore {path}: no such file")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"--restore {path}: cannot read it ({exc.strerror or exc})") from exc
+    except ValueError as exc:  # not UTF-8, or not JSON
+        raise UsageError(
+            f"--restore {path} is not a session file (one --save wrote): {exc}"
+        ) from exc
+    if not isinstance(saved, dict) or not isinstance(saved.get("messages"), list):
+        raise UsageError(
+            f"--restore {path} is not a session file (one --save wrote): it has no messages"
+        )
 
 
 async def _run(args: argparse.Namespace, config: AgentConfig) -> int:
