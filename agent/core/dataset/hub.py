@@ -55,14 +55,16 @@ MAX_PUSH_BYTES = 256 * 1024 * 1024
 STATE_VERSION = 2
 # A lock holder is waited for at most this long by a forced push (the one at exit).
 FORCED_LOCK_WAIT_S = 10.0
+# A recorded wait further ahead than this is not the Hub's (a clock set back, a damaged file):
+# ignored, so it cannot stop the directory's pushes for good.
+MAX_RECORDED_WAIT_S = 24 * 3600.0
 
 Part = dict[str, Any]  # shard, start, end, path (+ lines while read, rows once converted)
 
 # What a push did (``PushResult.reason``).
 PUSHED = "pushed"  # committed, or nothing new: the Hub has every complete line
-RECENT = (
-    "recent"  # a scheduled push skipped: a process of this directory pushed within the interval
-)
+# A scheduled push skipped: a process of this directory pushed within the interval.
+RECENT = "recent"
 BUSY = "busy"  # another process holds the directory's push lock
 WAITING = "waiting"  # a 429's wait (recorded by any process of the directory) is not over
 FAILED = "failed"  # the Hub or the disk failed (counted and warned); retried later
@@ -198,7 +200,7 @@ class HubPusher:
             state = self._read_state()
             repo = state.repo
             now = self._wall_clock()
-            if now < repo["not_before"]:
+            if now < repo["not_before"] <= now + MAX_RECORDED_WAIT_S:
                 return PushResult(WAITING, repo["not_before"])
             if not force and 0.0 <= now - repo["last_push"] < self.schedule.interval_s:
                 return PushResult(RECENT, repo["last_push"])
@@ -210,7 +212,10 @@ class HubPusher:
                     raise
                 # Shared: every process of this directory waits until then, its exit push too.
                 wait = self.schedule.failed(limited.retry_after)
-                limited.until = max(repo["not_before"], self._wall_clock() + wait)
+                now = self._wall_clock()
+                limited.until = now + wait
+                if now < repo["not_before"] <= now + MAX_RECORDED_WAIT_S:
+                    limited.until = max(limited.until, repo["not_before"])
                 repo["not_before"] = limited.until
                 with contextlib.suppress(OSError):
                     self._save_state(state)

@@ -21,8 +21,13 @@ Contracts:
   unless a live process holds its lock (``agent.core.dataset.shards``).
 - With a repo id and a token, a second ``BatchWorker`` (no items, only its ``tick``) pushes
   every ``push_interval_s`` times a random factor in [1, 1 + ``push_jitter``]; at shutdown it
-  makes one last push. What a push sends, and how a 429 or a fleet is handled:
-  ``agent.core.dataset.hub`` and ``agent.core.dataset.schedule``.
+  makes one last push, unless a 429's wait (any process's of the directory) is outstanding or
+  another process holds the push lock past the bound: then ``shutdown`` returns False, counts
+  the rows on disk the Hub lacks (``not_pushed``) and says why in a warning; the next push
+  from the directory, by any process, sends them. What a push sends, and how a 429 or a fleet
+  is handled: ``agent.core.dataset.hub`` and ``agent.core.dataset.schedule``.
+- A shard (or the whole directory) deleted while the sink runs is noticed at the next write:
+  the rows go to a new shard, the directory and card are recreated (``reopened_shards``).
 - ``flush(timeout)`` and ``shutdown(timeout)`` are bounded; ``stats`` counts what was written,
   dropped, pushed, and left behind (``pending``) at shutdown.
 """
