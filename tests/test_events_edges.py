@@ -75,8 +75,12 @@ def test_a_directory_whose_path_is_not_utf8_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     directory = tmp_path / os.fsdecode(b"tel\xff")
-    _write(directory, n=3)
+    shard = _write(directory, n=3)
+    parquet, rows, _ = to_parquet(shard.read_bytes())
+    for day in ("2026-11-29", "2026-11-30"):  # a Hub snapshot's day folders beside the shards
+        (directory / "data" / day).mkdir()
+        (directory / "data" / day / "part.parquet").write_bytes(parquet)
     summary, _ = _summary(monkeypatch, capsys, directory)
-    assert summary["total_events"] == 3
+    assert summary["total_events"] == 3 + 2 * rows
     res = run_cli(monkeypatch, capsys, "events", "tail", "--telemetry-dir", str(directory))
     assert res.code == 0 and "t2" in res.text

@@ -76,28 +76,36 @@ _MAX_DIR_FDS = 64
 
 def _sql_path(path: Path) -> str | None:
     """``path`` as DuckDB can open it: itself when UTF-8, else through an open descriptor of
-    its directory (Linux's ``/proc/self/fd``); None when neither works."""
+    its highest directory below which the rest of the path is UTF-8 (the telemetry directory
+    itself, for our files), on Linux's ``/proc/self/fd``; None when neither works."""
     text = str(path)
-    try:
-        text.encode("utf-8")
+    if _utf8(text):
         return text
-    except UnicodeEncodeError:
-        pass
-    try:
-        path.name.encode("utf-8")
-    except UnicodeEncodeError:
-        return None  # a file name of someone else's, not a shard or part of ours
-    parent = path.parent
-    fd = _DIR_FDS.get(parent)
+    base = None
+    for ancestor in path.parents:
+        if not _utf8(str(path.relative_to(ancestor))):
+            break
+        base = ancestor
+    if base is None:
+        return None  # the file's own name is not UTF-8: someone else's file, not ours
+    fd = _DIR_FDS.get(base)
     if fd is None:
         if len(_DIR_FDS) >= _MAX_DIR_FDS or not os.path.isdir("/proc/self/fd"):
             return None
         try:
-            fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+            fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
         except OSError:
             return None
-        _DIR_FDS[parent] = fd
-    return f"/proc/self/fd/{fd}/{path.name}"
+        _DIR_FDS[base] = fd
+    return f"/proc/self/fd/{fd}/{path.relative_to(base)}"
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _quote(path: Path) -> str:
