@@ -131,7 +131,7 @@ def test_the_push_at_exit_waits_out_a_429_and_says_the_rows_were_not_pushed(
             assert b.shutdown(5) is False  # the other process of the directory waits too
         assert len(hub.attempts) == 2  # no commit tried at exit
         assert a.stats.not_pushed == b.stats.not_pushed == 2
-        assert "2 rows not pushed" in caplog.text and "asked to wait (429)" in caplog.text
+        assert "2 row(s) not pushed" in caplog.text and "asked to wait (429)" in caplog.text
         # The rows stayed on disk: the next process, once the wait is over, sends them.
         assert a.schedule.next_due >= refused_at + retry_after
         clock.t = a.schedule.next_due + 1
@@ -220,3 +220,35 @@ def test_the_requests_a_push_makes_are_the_readmes(tmp_path: Path) -> None:
         assert push(b, hub, 4) == {"paths_info": 1, "preupload": 1, "commit": 1}
         assert b.shutdown(5)
     assert sorted(_names(hub)) == [f"0:{i}" for i in range(5)]
+
+
+def test_demo_and_run_say_how_many_rows_the_exit_push_left_on_disk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What ``demo`` and ``run`` print from ``Observability.shutdown``'s report."""
+    from agent.cli.run import _print_hf_losses
+    from agent.config import AgentConfig
+    from agent.core import telemetry
+    from agent.core.observability import Observability
+    from agent.core.session import Session
+
+    config = AgentConfig(
+        telemetry_dir=tmp_path, hub_repo_id=REPO, hub_token=TOKEN, flush_timeout_s=2
+    )
+    with respx.mock(assert_all_called=False) as router:
+        hub = FakeHub(router, REPO)
+        obs = Observability.from_config(config)
+        session = Session(user_id="u", observability=obs)
+        telemetry.record_tool_call(session, name="t", duration_ms=1, ok=True)
+        fd = os.open(tmp_path / ".hub_push.lock", os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # another process, mid-push, past the bound
+            report = obs.shutdown()
+        finally:
+            os.close(fd)
+    assert not hub.attempts
+    assert report["hf_dataset"]["not_pushed"] == 1
+    capsys.readouterr()
+    _print_hf_losses(report)
+    err = " ".join(capsys.readouterr().err.split())
+    assert "1 row is on disk but not on the Hub" in err

@@ -239,8 +239,9 @@ def _print_hf_losses(report: dict[str, Any]) -> None:
     not_pushed = int(hf.get("not_pushed") or 0)
     if not_pushed:
         warn(
-            f"HF Dataset: {not_pushed} rows are on disk but not on the Hub (see the warning "
-            "above); the next push from this telemetry directory sends them"
+            f"HF Dataset: {not_pushed} {'rows are' if not_pushed > 1 else 'row is'} on disk "
+            "but not on the Hub (see the warning above); the next push from this telemetry "
+            "directory sends them"
         )
 
 

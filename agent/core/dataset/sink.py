@@ -407,8 +407,8 @@ class HFDatasetSink:
             hub_push.FAILED: "the push failed (see the warning above)",
         }.get(result.reason if result else "", "the push did not finish in time")
         logger.warning(
-            "HF Dataset: %d rows not pushed to %s at exit (%s); they stay in %s and the next "
-            "push of any process using this directory sends them",
+            "HF Dataset: %d row(s) not pushed to %s at exit (%s); they stay in %s and the "
+            "next push of any process using this directory sends them",
             n,
             self.repo_id,
             reason,
