@@ -160,9 +160,10 @@ def test_a_price_that_is_not_a_usd_amount_is_refused_at_config_load(
         str(tmp_path / "t"),
     )
     assert res.code == 2
-    assert "hf_hardware_prices" in res.text and "a10g-small" in res.text
-    if price in ("-1.0", "nan", "inf"):  # a number, but not a price
-        assert "USD per hour, 0 or more" in res.text
+    # Named like every bad value: the file, the setting, the value with its flavor, the reason.
+    assert f"{cfg} hf_hardware_prices is {{'a10g-small': " in res.text
+    reason = {"-1.0": "greater than or equal to 0", "nan": "a finite number"}
+    assert reason.get(price, "finite number" if price == "inf" else "a valid number") in res.text
     assert not (tmp_path / "t" / "data").exists()  # refused before anything ran
 
 

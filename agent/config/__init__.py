@@ -38,21 +38,12 @@ LangFuse settings and what the langfuse SDK reads from the environment itself.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import (
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, model_validator
 
 from agent.config.langfuse import (
     SDK_ENVIRONMENT,
@@ -88,6 +79,10 @@ DEFAULT_TELEMETRY_DIR = "telemetry"
 ObservabilityBackend = Literal["auto", "langfuse", "none"]
 
 
+HardwareFlavor = Annotated[str, Field(min_length=1)]
+HourlyPrice = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
 class AgentConfig(LangfuseFields):
     """Everything the agent and its telemetry need. Immutable once built.
 
@@ -116,7 +111,9 @@ class AgentConfig(LangfuseFields):
         le=1,
         description="each wait is the interval times a random factor in [1, 1 + jitter]",
     )
-    hf_hardware_prices: dict[str, float] | None = Field(
+    # A price is a finite number of USD per hour, 0 or more (a negative or NaN price would make
+    # every estimate wrong): checked like every value, named with its file and key.
+    hf_hardware_prices: dict[HardwareFlavor, HourlyPrice] | None = Field(
         default=None,
         description="USD per hour by HF hardware flavor, over agent/core/dataset/pricing.py's table",
     )
@@ -139,30 +136,6 @@ class AgentConfig(LangfuseFields):
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
     _problems: tuple[str, ...] = PrivateAttr(default=())
     _notes: tuple[str, ...] = PrivateAttr(default=())
-
-    @field_validator("hf_hardware_prices", mode="before")
-    @classmethod
-    def _prices(cls, value: Any) -> Any:
-        """Each price a finite number of USD per hour, 0 or more: a negative, NaN or infinite
-        price, or a string or boolean where a number belongs, would make every estimate wrong."""
-        if value is None:
-            return None
-        if not isinstance(value, Mapping):
-            raise ValueError('must be a table of flavor = USD per hour, e.g. "a10g-small" = 1.05')
-        for flavor, price in value.items():
-            if not isinstance(flavor, str) or not flavor.strip():
-                raise ValueError(f"{flavor!r} is not a hardware flavor name")
-            if (
-                isinstance(price, bool)
-                or not isinstance(price, int | float)
-                or not math.isfinite(price)
-                or price < 0
-            ):
-                raise ValueError(
-                    f"the price of {flavor!r} must be a number of USD per hour, 0 or more "
-                    f"(not {price!r})"
-                )
-        return {str(k): float(v) for k, v in value.items()}
 
     @model_validator(mode="wrap")
     @classmethod
