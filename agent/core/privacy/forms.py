@@ -282,7 +282,8 @@ FORM_RULES: tuple[Rule, ...] = (
         # `token` not followed by `s` / `iz`: `max_tokens: 512`, `tokenizer: gpt2` stay.
         r"en(?<=token)(?!s|iz)"
         + _ASSIGN
-        + r"|ey(?:(?<=api[_\-]key)|(?<=apikey)|(?<=private[_\-]key)|(?<=privatekey)"
+        # (the class first: one check turns away `keyboard`, `monkey` before 14 lookbehinds)
+        + r"|ey(?<=[_\-iest]key)(?:(?<=api[_\-]key)|(?<=apikey)|(?<=private[_\-]key)|(?<=privatekey)"
         r"|(?<=access[_\-]key)|(?<=accesskey)|(?<=account[_\-]key)|(?<=accountkey)"
         r"|(?<=secret[_\-]key)|(?<=secretkey)|(?<=client[_\-]key)|(?<=signing[_\-]key)"
         r"|(?<=master[_\-]key)|(?<=encryption[_\-]key))" + _ASSIGN,

@@ -36,6 +36,7 @@ import re
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 from agent.core.privacy.catalogue import (
@@ -195,14 +196,23 @@ class Scrubber:
         first = rx.search(subject)
         if first is None:
             return
+        # Why (performance): go on from the first match instead of matching it again. A match
+        # can be the whole text (a PEM block without its END line): searching twice doubled
+        # that pass. finditer from the first match's end yields what finditer from its start
+        # would after it (an empty match at that end included).
+        found: Iterable[re.Match[str]] = (
+            chain((first,), rx.finditer(subject, first.end()))
+            if first.end() > first.start()
+            else rx.finditer(subject, first.start())
+        )
         if p.single:
             prio, _, (g,), _, marker = p.table[0]
-            for m in rx.finditer(subject, first.start()):
+            for m in found:
                 s, e = m.span(g)
                 if s < e:
                     out.append((s, prio, e, marker))
             return
-        self._take(rx.finditer(subject, first.start()), p.table, text, out)
+        self._take(found, p.table, text, out)
 
     def _run_union(self, u: Pass, subject: str, text: str, out: list[Span]) -> None:
         search = u.rx.search
