@@ -32,7 +32,11 @@ _QUOTED = (
 # not swallow the escape of the closing quote, or the JSON around it would break).
 _BARE = r"""(?:[^\s"',;\\]++|\\(?!["'\\]))++"""
 _LINE = r"""(?:[^"'\r\n;&<\\]++|\\(?![nr"'\\]))++"""
-_XML = r"(?:\s[^<>\n]{0,100}+)?+>(?!\[redacted:)([^<\n]++)(?=</)"
+# The attributes' run is looked over first for a '>' alone (a one-character scan, several
+# times faster than the class's): where no '>' follows within reach (prose, JSON: most text),
+# the element form fails after that cheap look. The look is implied by what follows, so the
+# matches are the same.
+_XML = r"(?:\s(?=[^>]{0,100}+>)[^<>\n]{0,100}+)?+>(?!\[redacted:)([^<\n]++)(?=</)"
 
 
 # Whitespace, also as a JSON escape (`password\\t=\\tx` inside tool-call arguments).
@@ -156,8 +160,11 @@ FORM_RULES: tuple[Rule, ...] = (
         "docker_auth",
         "config",
         ":",
-        # ~/.docker/config.json and similar: "auth": "<base64 of user:password>"
-        r'(?<="auth":)[ \t]*+\\?+"([A-Za-z0-9+/]{12,}+={0,2}+)\\?+"',
+        # ~/.docker/config.json and similar: "auth": "<base64 of user:password>". Matches what
+        # `(?<="auth":)[ \t]*+\\?+"` would, with its first character taken first: an
+        # alternative led by a class is skipped at once at every other ':' (not so a lookbehind).
+        r'[ \t\\"](?<="auth":[ \t\\"])(?:(?<=[ \t])[ \t]*+\\?+"|(?<=\\)"|(?<="))'
+        r'([A-Za-z0-9+/]{12,}+={0,2}+)\\?+"',
         keywords=('"auth":',),
         description='"auth": "<base64 user:password>" (docker config.json, npm/yarn rc)',
     ),
@@ -166,7 +173,10 @@ FORM_RULES: tuple[Rule, ...] = (
         "config",
         ":",
         # host:port:database:user:password lines (.pgpass): the last field, to end of line.
-        r"(?<=[A-Za-z0-9*\]]:)(?:[0-9]{1,5}+|\*):[^:\s]{1,128}+:[^:\s]{1,128}+:"
+        # The port (1-5 digits or '*') is written with its first character taken first (see
+        # docker_auth): `(?<=[A-Za-z0-9*\]]:)(?:[0-9]{1,5}+|\*):` would be the same.
+        r"[0-9*](?<=[A-Za-z0-9*\]]:[0-9*])(?:(?<=\*)|(?<=[0-9])[0-9]{0,4}+):"
+        r"[^:\s]{1,128}+:[^:\s]{1,128}+:"
         r"((?:[^\s:\\]|\\:)(?:[^\r\n:\\]|\\:){0,255}+)(?=\r?\n|\\[nr]|$)",
         description=".pgpass lines (host:port:db:user:password): the password",
     ),
