@@ -166,6 +166,9 @@ class Scrubber:
         self._ascii = ascii_union(*_by_case(self._passes))
         # The operator's own patterns: not in the unions, run on their own.
         self._singles = _by_case(extra_passes)
+        # The one-regex search of a short ASCII text without a backslash (no normalised view):
+        # when it finds nothing, the text holds no catalogue match (see scrub_into).
+        self._quick = self._ascii.rx.search if self._ascii and not any(self._singles) else None
         self._key_marker = (
             "[REDACTED:secret_assignment]" if "secret_assignment" in self.names else None
         )
@@ -265,10 +268,14 @@ class Scrubber:
             self._spans_ascii(u_ascii, text, out)
         else:
             self._spans_by_case(text, short, out)
+        out.extend(self._known_spans(text))
+
+    def _known_spans(self, text: str) -> list[Span]:
         known = self.known
-        if known is not None and known.literals:
-            prio, marker = self._known_prio, self._known_marker
-            out.extend((s, prio, e, marker) for s, e in known.spans(text))
+        if known is None or not known.literals:
+            return []
+        prio, marker = self._known_prio, self._known_marker
+        return [(s, prio, e, marker) for s, e in known.spans(text)]
 
     def _spans_ascii(self, u_ascii: Pass, text: str, out: list[Span]) -> None:
         """A short ASCII text: every catalogue pass in one regex over the text itself."""
@@ -385,7 +392,15 @@ class Scrubber:
         cacheable = len(text) <= _CLEAN_MAX_LEN
         if cacheable and text in self._clean:
             return text
-        spans = self.spans(text)
+        # Why (performance): most strings are short, ASCII and clean. For those `spans()` is
+        # one regex search that finds nothing, plus calls that find nothing to do (no view to
+        # match: `views` needs a backslash or a non-ASCII character); search directly, and go
+        # the whole way only on a hit.
+        quick = self._quick
+        if quick is not None and len(text) <= UNION_MAX and text.isascii() and "\\" not in text:
+            spans = self.spans(text) if quick(text) is not None else self._known_spans(text)
+        else:
+            spans = self.spans(text)
         if not spans:
             if cacheable:
                 if len(self._clean) >= _CLEAN_MAX_COUNT or self._clean_chars > _CLEAN_MAX_CHARS:
