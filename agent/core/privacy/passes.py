@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agent.core.privacy.catalogue import CATALOGUE
 from agent.core.privacy.rule import Rule, SecretPattern
@@ -65,6 +65,17 @@ class Pass:
     single: bool = False
     # For short texts: substrings one of which any match needs (empty: none known).
     needles: tuple[str, ...] = ()
+    # The entries of ``table`` that are one value group and no hook, as (priority, group,
+    # marker): the common case, taken without unpacking an Entry (see Scrubber._take).
+    quick: Mapping[int, tuple[int, int, str]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        quick = {
+            k: (prio, groups[0], marker)
+            for k, (prio, _, groups, special, marker) in self.table.items()
+            if len(groups) == 1 and special is None
+        }
+        object.__setattr__(self, "quick", quick)
 
 
 class _Alternatives:

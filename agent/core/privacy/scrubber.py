@@ -35,7 +35,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 from typing import Any
 
@@ -51,7 +51,6 @@ from agent.core.privacy.normalise import views
 from agent.core.privacy.passes import (
     PRECHECK_MAX,
     UNION_MAX,
-    Entry,
     Pass,
     ascii_union,
     passes_for,
@@ -215,7 +214,7 @@ class Scrubber:
                 if s < e:
                     out.append((s, prio, e, marker))
             return
-        self._take(found, p.table, text, out)
+        self._take(found, p, text, out)
 
     def _run_union(self, u: Pass, subject: str, text: str, out: list[Span]) -> None:
         search = u.rx.search
@@ -229,15 +228,24 @@ class Scrubber:
                 yield m
                 m = search(subject, m.start() + 1)
 
-        self._take(matches(), u.table, text, out)
+        self._take(matches(), u, text, out)
 
     @staticmethod
-    def _take(
-        found: Iterable[re.Match[str]], table: Mapping[int, Entry], text: str, out: list[Span]
-    ) -> None:
+    def _take(found: Iterable[re.Match[str]], p: Pass, text: str, out: list[Span]) -> None:
         append = out.append
+        table = p.table
+        quick = p.quick
         for m in found:
-            prio, back, vgroups, special, marker = table[m.lastindex]
+            # Why (performance): in text dense with secrets this is a step per match; most
+            # matches are one value group of a rule without hooks (`Pass.quick`).
+            k = m.lastindex
+            q = quick.get(k)
+            if q is not None:
+                s, e = m.span(q[1])
+                if s < e:
+                    append((s, q[0], e, q[2]))
+                continue
+            prio, back, vgroups, special, marker = table[k]
             if vgroups:
                 for g in vgroups:
                     s, e = m.span(g)
