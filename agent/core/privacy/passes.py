@@ -23,6 +23,7 @@ from agent.core.privacy.rule import Rule, SecretPattern
 
 __all__ = [
     "PRECHECK_MAX",
+    "REJECT",
     "UNION_MAX",
     "Entry",
     "Pass",
@@ -35,6 +36,13 @@ __all__ = [
 # Where token rules sit behind an anchor, a cheap look at what follows it first: a token body
 # starts right after the anchor, so a run of separators ("-----", "___") costs one check.
 _GATE = r"(?=(?:[A-Za-z0-9_]{2}|[A-Za-z0-9_]?-[A-Za-z0-9_])[A-Za-z0-9_\-+/]{5})"
+# Where no rule of an anchor's pass can match, checked once right after the anchor. A run of
+# dashes (a PEM body, a Markdown rule, an ASCII table) is a candidate at every dash, and no '-'
+# rule matches where two more dashes follow its anchor (each needs a letter, a digit or '_'
+# within the two characters after it: token bodies behind _GATE, `--password`, `-u`, `--user`,
+# `-p`, `User-Key`): one check turns such a dash away instead of trying every alternative.
+# tests/test_scrub_fastpaths.py checks every rule of the pass against it.
+REJECT: dict[str, str] = {"-": "(?!--)"}
 # Below this length, checking that a pass's anchor occurs at all (`in`) is cheaper than a
 # regex call that finds nothing.
 PRECHECK_MAX = 8192
@@ -150,7 +158,7 @@ def _compile_pass(anchor: str, lowercase: bool, rules: Sequence[tuple[int, Rule]
     branches += [alts.add(r.regex, prio, r.back) for prio, r in rules if not r.prefixes]
     # An anchor is a literal, or (opt-in pii rules) a character class written as such.
     head = anchor if anchor.startswith("[") else re.escape(anchor)
-    source = head + "(?:" + "|".join(branches) + ")"
+    source = head + REJECT.get(anchor, "") + "(?:" + "|".join(branches) + ")"
     rx = re.compile(source)
     rx_ci = re.compile(source, re.IGNORECASE) if lowercase else None
     return Pass(anchor, lowercase, rx, rx_ci, alts.table, needles=_needles(anchor, rules))
