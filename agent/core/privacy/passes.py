@@ -113,10 +113,11 @@ class _Alternatives:
         return f"(?:{regex})()"
 
 
-def _left_boundary(prefix: str) -> str:
+def _left_boundary(prefix: str, any_of_width: bool = False) -> str:
     """The character before ``prefix`` is not alphanumeric, or is the letter of a JSON escape
-    (``\\n``, ``\\t``: a token at the start of a line inside JSON-encoded text)."""
-    p = re.escape(prefix)
+    (``\\n``, ``\\t``: a token at the start of a line inside JSON-encoded text). With
+    ``any_of_width``, before whichever prefix of that width a lookbehind has just checked."""
+    p = rf"[\s\S]{{{len(prefix)}}}" if any_of_width else re.escape(prefix)
     return rf"(?:(?<![A-Za-z0-9]{p})|(?<=\\[nrtbf]{p}))"
 
 
@@ -135,9 +136,20 @@ def _token_alternative(
     for width in sorted(by_width):
         entries = by_width[width]
         look = "(?<=" + "|".join(re.escape(p) for p, _, _ in entries) + ")"
+        # Why (performance): the prefixes of one rule and one width share an alternative (and
+        # its closing group): a match's cost grows with the groups of its regex, and Slack's
+        # eight prefixes were eight alternatives. At most one prefix of a width can end at a
+        # position, so their order does not matter; the boundary is checked past the width.
+        by_rule: dict[int, tuple[list[str], Rule]] = {}
+        for p, prio, r in entries:
+            by_rule.setdefault(prio, ([], r))[0].append(p)
         inner = "|".join(
-            add(f"(?<={re.escape(p)}){_left_boundary(p)}{r.regex}", prio, len(p) - len(anchor))
-            for p, prio, r in entries
+            add(
+                f"(?<={'|'.join(map(re.escape, ps))}){_left_boundary(ps[0], len(ps) > 1)}{r.regex}",
+                prio,
+                width - len(anchor),
+            )
+            for prio, (ps, r) in by_rule.items()
         )
         groups.append(f"{look}(?:{inner})")
     # First: the gate fails at once on a run of separators, which the other alternatives (led
