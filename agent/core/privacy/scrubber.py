@@ -26,8 +26,11 @@ Contract:
 
 Why it is fast with a large catalogue (see ``bench/``): the catalogue runs as a few passes
 (``agent.core.privacy.passes``), each one regex for every rule sharing an anchor; the
-case-insensitive passes run on ``text.lower()``, computed once. Strings up to 4 KB found clean
-are remembered per scrubber (an agent resends its history on every call).
+case-insensitive passes run on ``text.lower()``, computed once. A short ASCII text is matched by
+all passes as one regex (``passes.ascii_union``), searched directly when the text has no
+normalised view. Strings up to 4 KB found clean are remembered per scrubber (an agent resends
+its history on every call). ``tests/test_scrub_fastpaths.py`` holds each fast path to the plain
+form it stands for.
 """
 
 from __future__ import annotations
