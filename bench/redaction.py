@@ -142,6 +142,7 @@ def adversarial_inputs(size: int = MB) -> dict[str, str]:
         "'authorization: ' run": _fill("authorization: ", size),
         "'--password ' run": _fill("--password ", size),
         "'-u a:' run": _fill("-u a:", size),
+        "'pwd >' run (XML form, no '<')": _fill("pwd >", size),
         "'\\u0041' escapes": _fill("\\u0041", size),
         "'\\\\u0041' escapes": _fill("\\\\u0041", size),
         "zero-width run": _fill("\u200bx", size),

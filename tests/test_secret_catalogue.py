@@ -174,6 +174,7 @@ CASES: dict[str, tuple[list[tuple[str, str]], list[str]]] = {
             ("password         = aligned-pw", "aligned-pw"),
             ("api_key:\t\t\tkey-v4lue", "key-v4lue"),
             ("<password>xml-secret</password>", "xml-secret"),
+            ("<password>a>b>xml-gt-secret</password>", "xml-gt-secret"),
             ("MYSQL_PWD=mysqlpw1", "mysqlpw1"),
             ("AccountKey=abc+def/ghi==;", "abc+def/ghi=="),
             ("passphrase: correct horse battery staple", "horse battery"),
