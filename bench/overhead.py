@@ -90,6 +90,33 @@ def thread_cpu() -> dict[str, float]:
     return out
 
 
+def children_cpu(pid: int | None = None) -> float:
+    """CPU seconds used so far by every live descendant process of ``pid`` (this process by
+    default): the forwarding sidecar and anything else a configuration starts (Linux only)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent_of: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent_of[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    root = os.getpid() if pid is None else pid
+    total = 0.0
+    for proc, parent in parent_of.items():
+        seen = 0
+        while parent not in (0, 1, root) and parent in parent_of and seen < 64:
+            parent, seen = parent_of[parent], seen + 1
+        if parent == root and proc != root:
+            total += cpu[proc]
+    return total
+
+
 def _send(obj: dict[str, Any]) -> None:
     sys.stdout.write(_MARK + json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -108,7 +135,7 @@ def worker_main(config: str, sink_url: str | None, workdir: str) -> None:
 
     from agent.config import AgentConfig
     from agent.core import llm
-    from agent.core.forwarding.gate import LangfuseSettings
+    from agent.core.forwarding.settings import LangfuseSettings
     from agent.core.observability import Observability
     from agent.core.session import Session
     from bench import workload
@@ -171,14 +198,15 @@ def worker_main(config: str, sink_url: str | None, workdir: str) -> None:
     session = Session(user_id="bench-user", observability=obs)
     session.turn_index = 1
 
-    async def one() -> float:
+    async def one(name: str) -> float:
+        messages, tools = workload.WORKLOADS[name]
         t0 = time.perf_counter()
         await llm.complete(
             session,
             kind="main",
             model=workload.MODEL,
-            messages=workload.MESSAGES,
-            tools=workload.TOOLS,
+            messages=messages,
+            tools=tools,
             mock_response=workload.REPLY,
             temperature=0.2,
             max_tokens=512,
@@ -209,21 +237,28 @@ def worker_main(config: str, sink_url: str | None, workdir: str) -> None:
             for p in otel_providers():
                 p.force_flush(30_000)
 
-    async def block(n: int) -> dict[str, Any]:
+    async def block(n: int, name: str) -> dict[str, Any]:
         durations = []
         threads0 = thread_cpu()
+        children0 = children_cpu()
         cpu0 = time.process_time()
         w0 = time.perf_counter()
         for _ in range(n):
-            durations.append(await one())
+            durations.append(await one(name))
         wall_calls = time.perf_counter() - w0
         cpu_calls = time.process_time() - cpu0
         f0 = time.perf_counter()
         await flush()
         flush_wall = time.perf_counter() - f0
-        cpu_total = time.process_time() - cpu0
+        children = children_cpu() - children0
+        # Every thread of this process and every process it started (the sidecar), the flush
+        # included: what the configuration costs the machine per call.
+        cpu_total = time.process_time() - cpu0 + children
         threads1 = thread_cpu()
+        if children:
+            threads1["child processes"] = threads0.get("child processes", 0.0) + children
         return {
+            "workload": name,
             "threads": {k: v - threads0.get(k, 0.0) for k, v in threads1.items()},
             "durations": durations,
             "wall_calls": wall_calls,
@@ -242,7 +277,8 @@ def worker_main(config: str, sink_url: str | None, workdir: str) -> None:
 
     async def main() -> None:
         warm = int(os.environ.get("BENCH_WARMUP", "40"))
-        await block(warm)
+        for name in workload.WORKLOADS:
+            await block(warm, name)
         gc.collect()
         _send({"ready": True, "pid": os.getpid()})
         loop = asyncio.get_running_loop()
@@ -252,7 +288,7 @@ def worker_main(config: str, sink_url: str | None, workdir: str) -> None:
             if not cmd or cmd[0] == "finish":
                 break
             if cmd[0] == "run":
-                _send({"block": await block(int(cmd[1]))})
+                _send({"block": await block(int(cmd[1]), cmd[2])})
         await flush()
         report = stats()
         if config == "d":
@@ -367,11 +403,13 @@ def run(
     rounds: int,
     calls: int,
     configs: str = DEFAULT_CONFIGS,
+    workloads: list[str] | None = None,
     warmup: int = 40,
     progress: Any = print,
 ) -> dict[str, Any]:
     """Run the interleaved overhead benchmark; return per-configuration summaries."""
     BenchSink = _bench_sink_class()
+    workloads = workloads or ["light", "heavy"]
     workdir = Path(tempfile.mkdtemp(prefix="ml-intern-bench-"))
     workers: dict[str, Worker] = {}
     try:
@@ -409,11 +447,12 @@ def run(
         keys = list(configs)
         for r in range(rounds):
             order = keys[r % len(keys) :] + keys[: r % len(keys)]
-            for key in order:
-                w = workers[key]
-                time.sleep(0.05)
-                w.send(f"run {calls}")
-                w.blocks.append(w.read()["block"])
+            for name in workloads:
+                for key in order:
+                    w = workers[key]
+                    time.sleep(0.05)
+                    w.send(f"run {calls} {name}")
+                    w.blocks.append(w.read()["block"])
             progress(f"  round {r + 1}/{rounds} done")
 
         for w in workers.values():
@@ -422,7 +461,7 @@ def run(
             w.send("finish")
             w.finished = w.read()["finished"]
             w.proc.wait(timeout=60)
-        return _summarise(workers, calls, rounds)
+        return _summarise(workers, calls, rounds, workloads)
     finally:
         for w in workers.values():
             if w.proc.poll() is None:
@@ -435,78 +474,102 @@ def run(
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _summarise(workers: dict[str, Worker], calls: int, rounds: int) -> dict[str, Any]:
-    """Per configuration: medians over rounds, pooled p99, and "added" figures paired with
-    configuration (a) round by round (the difference within a round, then the median over
-    rounds), which cancels most of the slow drift of a noisy machine."""
-    rows: dict[str, list[dict[str, float]]] = {}
-    pooled: dict[str, list[float]] = {}
-    for key, w in workers.items():
-        rows[key] = [
-            {
-                "p50": statistics.median(b["durations"]),
-                "mean": b["wall_calls"] / len(b["durations"]),
-                "cpu": b["cpu_total"] / len(b["durations"]),
-                **{
-                    f"thread:{k}": v / len(b["durations"])
-                    for k, v in (b.get("threads") or {}).items()
-                },
-            }
-            for b in w.blocks
-        ]
-        pooled[key] = [d for b in w.blocks for d in b["durations"]]
+def _block_row(b: dict[str, Any]) -> dict[str, float]:
+    n = len(b["durations"])
+    return {
+        "p50": statistics.median(b["durations"]),
+        "mean": b["wall_calls"] / n,
+        "cpu": b["cpu_total"] / n,
+        **{f"thread:{k}": v / n for k, v in (b.get("threads") or {}).items()},
+    }
+
+
+def _workload_summary(
+    workers: dict[str, Worker], name: str, calls: int, rounds: int
+) -> dict[str, Any]:
+    """One workload: per configuration, pooled mean and p99, the median of block medians, CPU
+    per call over every thread and process, and "added" figures paired with (a) round by round
+    (within a round the configurations ran one after another: the difference cancels most of
+    the slow drift of a noisy machine). Added mean and CPU: the mean of the paired differences
+    (an unbiased estimate of the difference of means); added p50: their median."""
+    rows = {
+        k: [_block_row(b) for b in w.blocks if b["workload"] == name] for k, w in workers.items()
+    }
+    pooled = {
+        k: [d for b in w.blocks if b["workload"] == name for d in b["durations"]]
+        for k, w in workers.items()
+    }
     base = rows.get("a")
     out: dict[str, Any] = {}
-    for key, w in workers.items():
+    for key in workers:
         r = rows[key]
 
-        def med(name: str, r: list[dict[str, float]] = r) -> float:
-            return statistics.median(x[name] for x in r)
-
-        def added(name: str, r: list[dict[str, float]] = r) -> float | None:
+        def paired(field: str, agg: Any, r: list[dict[str, float]] = r) -> float | None:
             if base is None:
                 return None
-            return statistics.median(x[name] - y[name] for x, y in zip(r, base, strict=True))
+            return agg([x[field] - y[field] for x, y in zip(r, base, strict=True)])
 
-        summary: dict[str, Any] = {
+        mean = statistics.fmean(pooled[key])
+        p99 = _pct(pooled[key], 0.99)
+        out[key] = {
             "label": CONFIGS[key][0],
-            "p50": med("p50"),
-            "mean": med("mean"),
-            "cpu": med("cpu"),
-            "p99": _pct(pooled[key], 0.99),
-            "added_p50": added("p50"),
-            "added_mean": added("mean"),
-            "added_cpu": added("cpu"),
-            "added_p99": _pct(pooled[key], 0.99) - _pct(pooled["a"], 0.99) if base else None,
+            "mean": mean,
+            "p50": statistics.median(x["p50"] for x in r),
+            "p99": p99,
+            "cpu": statistics.fmean(x["cpu"] for x in r),
+            "added_mean": paired("mean", statistics.fmean),
+            "added_p50": paired("p50", statistics.median),
+            "added_p99": p99 - _pct(pooled["a"], 0.99) if base else None,
+            "added_cpu": paired("cpu", statistics.fmean),
             "calls": calls * rounds,
             "rounds": rounds,
-            # per thread group, CPU s per call (median over rounds; clock ticks are coarse:
-            # meaningful summed over a block, not per call)
+            # per thread group (and child processes), CPU s per call, mean over rounds; clock
+            # ticks are coarse: meaningful summed over a block, not per call
             "threads": {
-                name.split(":", 1)[1]: statistics.mean(x.get(name, 0.0) for x in r)
-                for name in sorted({n for x in r for n in x if n.startswith("thread:")})
+                n.split(":", 1)[1]: statistics.fmean(x.get(n, 0.0) for x in r)
+                for n in sorted({n for x in r for n in x if n.startswith("thread:")})
             },
         }
-        if w.sink is not None:
-            import gzip
-
-            from agent.testing.otlp import decode_otlp
-
-            raw = w.sink.raw[w.sink_mark : w.sink_end]
-            n = calls * rounds
-            summary["wire_bytes_per_call"] = sum(len(b) for b, _ in raw) / n
-            summary["proto_bytes_per_call"] = (
-                sum(len(gzip.decompress(b)) if e == "gzip" else len(b) for b, e in raw) / n
-            )
-            summary["requests"] = len(raw)
-            summary["encodings"] = sorted({e or "none" for _, e in raw})
-            spans = [s for body, enc in raw for s in decode_otlp(body, enc)]
-            summary["spans"] = len(spans)
-            # One span per call carries the generation: ours is "llm.main", litellm's own
-            # callback names its request span "litellm_request" (plus a raw_gen_ai_request child).
-            call_span = "litellm_request" if key == "c" else "llm.main"
-            summary["call_spans"] = sum(1 for s in spans if s["name"] == call_span)
-            summary["sink_errors"] = w.sink.errors
-        summary["worker"] = w.finished
-        out[key] = summary
     return out
+
+
+def _delivery(w: Worker, key: str, calls: int) -> dict[str, Any]:
+    """What the configuration's sink received during the timed rounds (both workloads)."""
+    import gzip
+
+    from agent.testing.otlp import decode_otlp
+
+    raw = w.sink.raw[w.sink_mark : w.sink_end]
+    spans = [s for body, enc in raw for s in decode_otlp(body, enc)]
+    # One span per call carries the generation: ours is "llm.main", litellm's own callback
+    # names its request span "litellm_request" (plus a raw_gen_ai_request child).
+    call_span = "litellm_request" if key == "c" else "llm.main"
+    return {
+        "calls": calls,
+        "wire_bytes_per_call": sum(len(b) for b, _ in raw) / calls,
+        "proto_bytes_per_call": sum(
+            len(gzip.decompress(b)) if e == "gzip" else len(b) for b, e in raw
+        )
+        / calls,
+        "requests": len(raw),
+        "encodings": sorted({e or "none" for _, e in raw}),
+        "spans": len(spans),
+        "call_spans": sum(1 for s in spans if s["name"] == call_span),
+        "sink_errors": w.sink.errors,
+    }
+
+
+def _summarise(
+    workers: dict[str, Worker], calls: int, rounds: int, workloads: list[str]
+) -> dict[str, Any]:
+    """Per workload and configuration (see ``_workload_summary``), what each sink received,
+    and what each worker reported at the end."""
+    return {
+        "workloads": {name: _workload_summary(workers, name, calls, rounds) for name in workloads},
+        "delivery": {
+            k: _delivery(w, k, calls * rounds * len(workloads))
+            for k, w in workers.items()
+            if w.sink is not None
+        },
+        "workers": {k: w.finished for k, w in workers.items()},
+    }

@@ -1,7 +1,12 @@
-"""The realistic LLM call every overhead configuration makes (and whose record the redaction
-benchmark redacts): a ~1 KB system prompt, ~4 KB of history (user / assistant turns, an
-assistant tool call and its tool result), three tool definitions with JSON schemas, and a
-``mock_response`` of ~300 characters. No provider is ever contacted (``mock_response``).
+"""The realistic LLM calls every overhead configuration makes (and whose record the redaction
+benchmark redacts). No provider is ever contacted (``mock_response``).
+
+- ``light`` (``MESSAGES``, ``TOOLS``): a ~1 KB system prompt, ~4 KB of history (user /
+  assistant turns, an assistant tool call and its tool result), three tool definitions with
+  JSON schemas, and a ``mock_response`` of ~300 characters.
+- ``heavy`` (``HEAVY_MESSAGES``, ``HEAVY_TOOLS``): the shape of a call deep into an agent
+  session: 16 messages (three tool round trips, short turns) and six tools, about 6 KB in all.
+  More, smaller pieces: per-message and per-tool work shows here.
 """
 
 from __future__ import annotations
@@ -144,6 +149,79 @@ TOOLS: list[dict[str, Any]] = [
     ),
 ]
 
+
+def _heavy_history() -> list[dict[str, Any]]:
+    def call(i: int, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": f"call_h{i}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(args)},
+                }
+            ],
+        }
+
+    def result(i: int, text: str) -> dict[str, Any]:
+        return {"role": "tool", "tool_call_id": f"call_h{i}", "content": text}
+
+    return [
+        {"role": "system", "content": _SYSTEM[:820]},
+        {
+            "role": "user",
+            "content": "Fine-tune a small encoder on my-org/reviews-2024 for macro-F1.",
+        },
+        {
+            "role": "assistant",
+            "content": "First I will check the label balance of the train split.",
+        },
+        call(1, "run_python", {"code": "ds = load_dataset('my-org/reviews-2024')\nprint(ds)"}),
+        result(1, _TOOL_RESULT[:320]),
+        call(2, "run_python", {"code": "print(Counter(ds['train']['label']))"}),
+        result(2, "Counter({0: 17412, 1: 7588}) -> 69.6% / 30.4%; median 174 words, p95 612"),
+        {"role": "assistant", "content": _ASSISTANT_1[:330]},
+        {"role": "user", "content": _USER_2[:330]},
+        call(3, "hub_search", {"query": "deberta-v3-small", "kind": "model", "limit": 3}),
+        result(3, "microsoft/deberta-v3-small (2.1M downloads), ...-xsmall, ...-base"),
+        {"role": "assistant", "content": "deberta-v3-small it is; estimating the GPU hours now."},
+        {"role": "user", "content": "Go ahead, and keep 10% of train for validation."},
+        {"role": "assistant", "content": "3 epochs x 22.5k rows at 256 tokens: about 0.7 h."},
+        {"role": "user", "content": "Submit it on an A10G and tell me the job id."},
+        {"role": "assistant", "content": "Submitting the job with class weights 0.72 / 1.65."},
+    ]
+
+
+HEAVY_MESSAGES: list[dict[str, Any]] = _heavy_history()
+
+HEAVY_TOOLS: list[dict[str, Any]] = [
+    *TOOLS,
+    _tool(
+        "read_file",
+        "Read a file from the sandbox.",
+        {"path": {"type": "string"}, "max_bytes": {"type": "integer", "default": 65536}},
+        ["path"],
+    ),
+    _tool(
+        "job_logs",
+        "Return the last lines of a job's logs.",
+        {"job_id": {"type": "string"}, "tail": {"type": "integer", "default": 200}},
+        ["job_id"],
+    ),
+    _tool(
+        "write_file",
+        "Write a file in the sandbox.",
+        {"path": {"type": "string"}, "content": {"type": "string"}},
+        ["path", "content"],
+    ),
+]
+
+WORKLOADS: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {
+    "light": (MESSAGES, TOOLS),
+    "heavy": (HEAVY_MESSAGES, HEAVY_TOOLS),
+}
+
 REPLY = (
     "Label balance is 70/30 (17,412 negatives vs 7,588 positives), so I will use class weights "
     "of about 0.72 / 1.65. deberta-v3-small at max length 256 for 3 epochs on 22.5k training "
@@ -151,15 +229,19 @@ REPLY = (
 )
 
 
-def sizes() -> dict[str, int]:
-    """Bytes of each part of the workload (for the report)."""
+def sizes(name: str = "light") -> dict[str, int]:
+    """Bytes of each part of a workload (for the report)."""
+    messages, tools = WORKLOADS[name]
     return {
-        "system": len(_SYSTEM),
-        "history": sum(len(json.dumps(m)) for m in MESSAGES[1:]),
-        "tools": len(json.dumps(TOOLS)),
+        "messages": len(messages),
+        "system": len(messages[0]["content"]),
+        "history": sum(len(json.dumps(m)) for m in messages[1:]),
+        "tools": len(tools),
+        "tool_bytes": len(json.dumps(tools)),
         "reply": len(REPLY),
     }
 
 
 if __name__ == "__main__":
-    print(sizes())
+    for name in WORKLOADS:
+        print(name, sizes(name))

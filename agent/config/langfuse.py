@@ -19,7 +19,7 @@ whatever it is given (``apply_sdk_overrides``), and two are parsed at import
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, Field, SecretStr
@@ -54,6 +54,11 @@ class LangfuseFields(BaseModel):
     """The ``langfuse_*`` settings of ``AgentConfig``."""
 
     langfuse_queue_size: int = Field(default=10_000, ge=1)
+    langfuse_forwarder: Literal["sidecar", "thread"] = Field(
+        default="sidecar",
+        description="where the forwarder redacts, builds and sends: a child process of its own "
+        "(the agent's threads never wait on that work) or a thread of the agent's process",
+    )
     langfuse_trace_name: str = Field(
         default="ml-intern turn",
         min_length=1,
@@ -102,6 +107,7 @@ class LangfuseFields(BaseModel):
 # field -> environment variable: LangFuse's own names where the SDK has one.
 ENV_VARS: dict[str, str] = {
     "langfuse_queue_size": "ML_INTERN_LANGFUSE_QUEUE_SIZE",
+    "langfuse_forwarder": "ML_INTERN_LANGFUSE_FORWARDER",
     "langfuse_trace_name": "ML_INTERN_LANGFUSE_TRACE_NAME",
     "langfuse_nest_in_caller_trace": "ML_INTERN_LANGFUSE_NEST",
     # The SDK's own names for its exporter batch settings (it reads them only when not given).

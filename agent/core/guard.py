@@ -52,6 +52,13 @@ def report(where: str, exc: BaseException) -> None:
         )
 
 
+def count(where: str, n: int = 1) -> None:
+    """Count ``n`` internal errors that were logged elsewhere (by the forwarding sidecar, in its
+    own process: its warnings reach this process's logging on their own)."""
+    with _lock:
+        _counts[where] = _counts.get(where, 0) + n
+
+
 def error_counts() -> dict[str, int]:
     with _lock:
         return dict(_counts)

@@ -9,7 +9,8 @@ assert that nothing tried to leave the machine). Nothing is resolved here: a nam
 idempotent; the guard stays for the life of the process.
 
 Used by ``tests/conftest.py`` (the suite never contacts anything but loopback) and by the
-benchmark worker processes (``bench/overhead.py``).
+benchmark worker processes (``bench/overhead.py``), and by the forwarding sidecar of a process
+that has it (``installed()``), so a child process is held to its parent's guard.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import ipaddress
 import socket
 import threading
 
-__all__ = ["BLOCKED", "install", "is_loopback"]
+__all__ = ["BLOCKED", "install", "installed", "is_loopback"]
 
 # Every refused address, in order (refusals of all threads).
 BLOCKED: list[object] = []
@@ -74,3 +75,9 @@ def install(label: str) -> None:
         _label.append(label)
     socket.socket.connect = _connect  # type: ignore[method-assign]
     socket.socket.connect_ex = _connect_ex  # type: ignore[method-assign]
+
+
+def installed() -> bool:
+    """True when this process refuses non-loopback connections."""
+    with _lock:
+        return bool(_label)

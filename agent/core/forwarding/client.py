@@ -37,8 +37,8 @@ from agent.core import guard
 from agent.core.batch import BatchWorker
 from agent.core.forwarding import otlp
 from agent.core.forwarding.build import TRACE_CLAIM
-from agent.core.forwarding.gate import ForwarderOptions, LangfuseSettings
 from agent.core.forwarding.linker import make_sampler
+from agent.core.forwarding.settings import ForwarderOptions, LangfuseSettings
 from agent.core.internals import langfuse as sdk_internals
 
 __all__ = ["ChosenIds", "SdkClient", "SpanHandOff", "bounded"]

@@ -30,9 +30,9 @@ from agent.core.encodable import encodable
 from agent.core.forwarding.build import Builder
 from agent.core.forwarding.capture import score_record, span_record
 from agent.core.forwarding.client import SdkClient
-from agent.core.forwarding.gate import ForwarderOptions, LangfuseSettings
 from agent.core.forwarding.linker import TURN_EVENTS, score_id_for, trace_id_for, turn_span_id
 from agent.core.forwarding.scores import score_body
+from agent.core.forwarding.settings import ForwarderOptions, LangfuseSettings
 from agent.core.forwarding.turns import Turns
 from agent.core.privacy.redaction import RedactionPolicy, RedactionReport, redact
 from agent.core.privacy.scrubber import scrub

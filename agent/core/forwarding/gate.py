@@ -22,11 +22,10 @@ from urllib.parse import urlsplit
 from agent.config import AgentConfig, ConfigError
 from agent.core.encodable import encodable_text
 from agent.core.forwarding.otlp.destination import display_url
+from agent.core.forwarding.settings import ForwarderOptions, LangfuseSettings
 
 __all__ = [
-    "ForwarderOptions",
     "GateDecision",
-    "LangfuseSettings",
     "check_host",
     "forwarder_options",
     "resolve_gate",
@@ -43,27 +42,6 @@ PUBLIC_KEY_PREFIX = "pk-lf-"
 SECRET_KEY_PREFIX = "sk-lf-"
 # What the langfuse SDK accepts as an environment name (langfuse/_client/propagation.py).
 _ENVIRONMENT = re.compile(r"(?!langfuse)[a-z0-9_-]+")
-
-
-@dataclass(frozen=True)
-class LangfuseSettings:
-    """Where traces go and with which credentials, validated by the gate: everything the
-    forwarder passes to ``Langfuse(...)``. ``repr`` never shows the secret key."""
-
-    host: str
-    public_key: str
-    secret_key: str = field(repr=False)
-    host_var: str = "LANGFUSE_HOST"  # where the host came from
-    environment: str | None = None
-    release: str | None = None
-    sample_rate: float = 1.0
-    timeout_s: int = 5
-    media_upload_thread_count: int = 1
-    debug: bool = False
-
-    def masked_public_key(self) -> str:
-        pk = self.public_key
-        return pk if len(pk) <= 12 else f"{pk[:8]}…{pk[-4:]}"
 
 
 @dataclass
@@ -329,23 +307,6 @@ def resolve_gate(config: AgentConfig) -> GateDecision:
     return GateDecision(True, backend, settings=settings, reason="enabled", warnings=warnings)
 
 
-@dataclass(frozen=True)
-class ForwarderOptions:
-    """How the forwarder runs (everything but where to and with which keys): from the config,
-    hashable (part of the key that decides whether a setup reuses the running forwarder)."""
-
-    queue_size: int = 10_000
-    flush_timeout_s: float = 5.0
-    flush_at: int = 64
-    flush_interval_s: float = 1.0
-    traces_endpoint: str | None = None
-    trace_name: str = "ml-intern turn"
-    nest_in_caller_trace: bool = True
-    # How long a turn span waits after turn_complete for the turn's last children (litellm
-    # calls the last call's callback after the turn returned; a sandbox is torn down after it).
-    turn_grace_s: float = 2.0
-
-
 def forwarder_options(config: AgentConfig) -> ForwarderOptions:
     """The forwarder's options from the config."""
     return ForwarderOptions(
@@ -356,6 +317,7 @@ def forwarder_options(config: AgentConfig) -> ForwarderOptions:
         traces_endpoint=config.langfuse_traces_endpoint,
         trace_name=config.langfuse_trace_name or ForwarderOptions.trace_name,
         nest_in_caller_trace=config.langfuse_nest_in_caller_trace,
+        mode=config.langfuse_forwarder,
     )
 
 

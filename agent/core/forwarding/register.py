@@ -17,8 +17,9 @@ import threading
 from typing import Any
 
 from agent.config import AgentConfig
-from agent.core.forwarding.gate import LangfuseSettings, forwarder_options
+from agent.core.forwarding.gate import forwarder_options
 from agent.core.forwarding.logger import LangfuseForwardingLogger
+from agent.core.forwarding.settings import LangfuseSettings
 from agent.core.internals import litellm as litellm_internals
 
 __all__ = ["acquire", "register", "release", "unregister"]

@@ -1,0 +1,209 @@
+"""The forwarding sidecar's own process: the forwarding core, fed over a pipe by its parent.
+
+Started by ``agent.core.forwarding.sidecar`` as ``python -m agent.core.forwarding.child``, with
+its standard input and output as the two pipes and an environment holding no secret (the
+settings, the secret key and every known secret value come over the pipe, in the first
+message). It imports the langfuse SDK and OpenTelemetry, never litellm.
+
+Contract:
+
+- First message ``("init", ChildSpec)``; the answer is ``("ready", pid)`` once the core is
+  built, or ``("failed", text)`` (then it exits).
+- ``("items", items, secrets)``: records for ``Engine.handle`` (``secrets``: the parent's known
+  secret values when they changed since the last message, else None).
+- ``("flush", seq, budget_s)`` / ``("shutdown", seq, budget_s)``: answered with
+  ``("flushed" | "bye", seq, ok, stats, handled)``; after ``bye`` the process exits.
+- Along the way: ``("log", logger name, level, text)`` for every record at or above the
+  parent's level (scrubbed here, re-emitted there), and ``("stats", stats, handled,
+  errors)`` about once a second while something changed (``errors``: new internal-error
+  counts by place, which the parent reports as its own).
+- It dies with its parent: at the end of its input (the parent exited or closed the pipe) or
+  when its parent process is gone, it closes the turns it holds, delivers within the flush
+  bound, and exits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import select
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from agent.core import guard
+from agent.core.forwarding.pipe import EOF, Reader, Writer
+from agent.core.forwarding.settings import ForwarderOptions, LangfuseSettings
+
+__all__ = ["ChildSpec", "main"]
+
+STATS_EVERY_S = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ChildSpec:
+    """Everything the child needs, sent over the pipe (never in its argv or environment)."""
+
+    settings: LangfuseSettings
+    policy: dict[str, Any]  # RedactionPolicy's constructor arguments
+    options: ForwarderOptions
+    secrets: tuple[str, ...]
+    log_level: int
+    loopback_only: bool
+    parent_pid: int
+
+
+class _ToParent(logging.Handler):
+    """Log records as ``("log", ...)`` messages, scrubbed of every secret this process knows."""
+
+    def __init__(self, writer: Writer) -> None:
+        super().__init__()
+        self._writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from agent.core.redact import scrub
+
+        try:
+            text = record.getMessage()
+            if record.exc_info and record.exc_info[1] is not None:
+                exc = record.exc_info[1]
+                text += f" ({type(exc).__name__}: {exc})"
+            self._writer.send(("log", record.name, record.levelno, scrub(text)))
+        except Exception:
+            pass  # the parent is gone: nobody is left to tell
+
+
+class Child:
+    """The core and the loop that feeds it (see the module docstring)."""
+
+    def __init__(self, spec: ChildSpec, reader: Reader, writer: Writer, stdin_fd: int) -> None:
+        from agent.core.callbacks.redaction import RedactionPolicy
+        from agent.core.forwarding.engine import Engine
+        from agent.core.known_secrets import KNOWN_SECRETS
+
+        self._reader = reader
+        self._writer = writer
+        self._fd = stdin_fd
+        self._parent = spec.parent_pid
+        self._secrets = KNOWN_SECRETS
+        KNOWN_SECRETS.add_all(spec.secrets)
+        self.engine = Engine(
+            spec.settings, policy=RedactionPolicy(**spec.policy), options=spec.options
+        )
+        self._budget = spec.options.flush_timeout_s
+        self.handled = 0
+        self._errors_sent: Counter[str] = Counter()
+        self._last_stats: Any = None
+        self._stats_due = time.monotonic()
+
+    # -- the loop --
+
+    def run(self) -> None:
+        self._writer.send(("ready", os.getpid()))
+        while True:
+            due = self.engine.next_due()
+            wait = STATS_EVERY_S if due is None else max(0.0, min(due, STATS_EVERY_S))
+            readable, _, _ = select.select([self._fd], [], [], wait)
+            if not readable:
+                if not self._parent_alive():
+                    break
+                self.engine.handle([])  # a turn is due to close
+                self._push_stats()
+                continue
+            message = self._reader.read()
+            if message is EOF:
+                break
+            if self._dispatch(message):
+                return
+        self._last_words()
+
+    def _dispatch(self, message: tuple[Any, ...]) -> bool:
+        """Handle one message; True when the child is done."""
+        kind = message[0]
+        if kind == "items":
+            _, items, secrets = message
+            if secrets is not None:
+                self._secrets.add_all(secrets)
+            self.engine.handle(items)
+            self.handled += len(items)
+            if time.monotonic() >= self._stats_due:
+                self._push_stats()
+            return False
+        if kind == "flush":
+            _, seq, budget = message
+            ok = self.engine.flush(time.monotonic() + budget)
+            self._writer.send(("flushed", seq, ok, *self._report()))
+            return False
+        if kind == "shutdown":
+            _, seq, budget = message
+            ok = self.engine.shutdown(time.monotonic() + budget)
+            self._writer.send(("bye", seq, ok, *self._report()))
+            return True
+        raise ValueError(f"unknown message {kind!r}")
+
+    def _parent_alive(self) -> bool:
+        # Reparented (our parent exited and something else adopted us): the parent is gone even
+        # if a process it forked still holds the pipe open.
+        return os.getppid() == self._parent
+
+    def _last_words(self) -> None:
+        """The parent is gone: close every turn, deliver within the flush bound, exit."""
+        self.engine.handle([("close_turns", "shutdown")])
+        self.engine.shutdown(time.monotonic() + self._budget)
+
+    # -- what the parent hears --
+
+    def _report(self) -> tuple[dict[str, Any], int, dict[str, int]]:
+        """(stats, items handled, internal errors counted since the last report, by place)."""
+        counts = guard.error_counts()
+        new = {k: v - self._errors_sent[k] for k, v in counts.items() if v > self._errors_sent[k]}
+        self._errors_sent.update(new)
+        return self.engine.stats(), self.handled, new
+
+    def _push_stats(self) -> None:
+        self._stats_due = time.monotonic() + STATS_EVERY_S
+        stats, handled, errors = self._report()
+        snapshot = (stats, handled)
+        if snapshot == self._last_stats and not errors:
+            return
+        self._last_stats = snapshot
+        self._writer.send(("stats", stats, handled, errors))
+
+
+def _setup_process(spec: ChildSpec, writer: Writer) -> None:
+    if spec.loopback_only:
+        from agent.testing import loopback
+
+        loopback.install("forwarding sidecar")
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_ToParent(writer))
+    root.setLevel(spec.log_level)
+
+
+def main() -> int:
+    stdin = os.fdopen(sys.stdin.fileno(), "rb", buffering=0)  # unbuffered: select sees it all
+    writer = Writer(sys.stdout.buffer)
+    sys.stdout = sys.stderr  # a stray print never corrupts the pipe to the parent
+    reader = Reader(stdin)
+    first = reader.read()
+    if first is EOF or first[0] != "init":
+        return 2
+    spec: ChildSpec = first[1]
+    _setup_process(spec, writer)
+    try:
+        child = Child(spec, reader, writer, stdin.fileno())
+    except Exception as exc:
+        from agent.core.redact import scrub
+
+        writer.send(("failed", scrub(f"{type(exc).__name__}: {exc}")))
+        return 1
+    child.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
