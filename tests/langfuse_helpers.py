@@ -1,6 +1,12 @@
 """Shared helpers for the LangFuse tests: fresh keys and a forwarding ``Observability`` (defined
-here once), a respx-mocked LangFuse + OpenAI-compatible provider, and readers for what reached
-the wire."""
+here once), a respx-mocked OpenAI-compatible provider beside a loopback fake LangFuse, and
+readers for what reached the wire.
+
+LangFuse is a real HTTP server on 127.0.0.1 (``FakeLangfuse``, one for the whole session:
+``LANGFUSE`` is its URL), not a respx route: the forwarder sends from its sidecar process by
+default, which respx in this process cannot see. ``mocked_world()`` yields a ``World``: the
+respx router (the provider, and any route a test adds) whose ``calls`` also list what reached
+the fake LangFuse since the world began, as httpx requests, so a test reads both the same way."""
 
 from __future__ import annotations
 
@@ -20,9 +26,11 @@ import respx
 from agent.config import AgentConfig
 from agent.core.observability import Observability
 from agent.core.session import InMemorySink
+from agent.testing.fake_langfuse import FakeLangfuse
 from agent.testing.otlp import decode_respx_calls
 
-LANGFUSE = "https://langfuse.example.test"
+_FAKE = FakeLangfuse().start()  # a daemon thread on 127.0.0.1 for the whole test session
+LANGFUSE = _FAKE.url
 PROVIDER = "https://provider.example.test/v1"
 PROVIDER_KEY = "sk-provider-" + "Zz9" * 10
 
@@ -138,30 +146,68 @@ def provider_handler(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json=_completion(body, text))
 
 
+class _Call:
+    """What the fake LangFuse received, shaped like a respx call (``.request``)."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: httpx.Request) -> None:
+        self.request = request
+
+
+class World:
+    """The respx router (provider routes and any a test adds) and the fake LangFuse as one:
+    ``calls`` are the router's calls, then the requests the fake LangFuse received since the
+    world began; anything else is the router's."""
+
+    def __init__(self, router: respx.Router) -> None:
+        self.router = router
+        self._mark = len(_FAKE.requests)
+        self._host = httpx.URL(LANGFUSE).netloc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.router, name)
+
+    def langfuse_calls(self) -> list[_Call]:
+        return [
+            _Call(
+                httpx.Request(
+                    r.method,
+                    f"{LANGFUSE}{r.path}" + (f"?{r.query}" if r.query else ""),
+                    headers=r.headers,
+                    content=r.body,
+                )
+            )
+            for r in _FAKE.requests[self._mark :]
+        ]
+
+    @property
+    def calls(self) -> list[Any]:
+        # A forwarder in this process reaches the fake through respx's pass-through route:
+        # those calls are listed once, from the fake's side.
+        mine = [c for c in self.router.calls if c.request.url.netloc != self._host]
+        return [*mine, *self.langfuse_calls()]
+
+
 @contextlib.contextmanager
-def mocked_world() -> Iterator[respx.Router]:
-    """respx routes for the LangFuse host and the provider; everything else is refused."""
+def mocked_world() -> Iterator[World]:
+    """respx routes for the provider (everything else in this process is refused, but for the
+    fake LangFuse on loopback), as a ``World``."""
     with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
-        router.post(f"{LANGFUSE}/api/public/otel/v1/traces").mock(return_value=httpx.Response(200))
-        router.post(f"{LANGFUSE}/api/public/scores").mock(
-            return_value=httpx.Response(200, json={"id": "score-1"})
-        )
-        router.post(url__startswith=f"{LANGFUSE}/api/public/ingestion").mock(
-            return_value=httpx.Response(207, json={"successes": [], "errors": []})
-        )
+        router.route(host="127.0.0.1", port=_FAKE.port).pass_through()
         router.post(f"{PROVIDER}/chat/completions").mock(side_effect=provider_handler)
-        yield router
+        yield World(router)
 
 
-def langfuse_calls(router: respx.Router) -> list[Any]:
-    return [c for c in router.calls if c.request.url.host == httpx.URL(LANGFUSE).host]
+def langfuse_calls(router: World) -> list[Any]:
+    return router.langfuse_calls()
 
 
-def spans_of(router: respx.Router) -> list[dict[str, Any]]:
+def spans_of(router: World) -> list[dict[str, Any]]:
     return decode_respx_calls(langfuse_calls(router))
 
 
-def wire_bytes(router: respx.Router) -> bytes:
+def wire_bytes(router: World) -> bytes:
     """Everything sent to the LangFuse host, decompressed."""
     out = []
     for call in langfuse_calls(router):
@@ -174,7 +220,7 @@ def wire_bytes(router: respx.Router) -> bytes:
     return b"\n".join(out)
 
 
-def scores_of(router: respx.Router) -> list[dict[str, Any]]:
+def scores_of(router: World) -> list[dict[str, Any]]:
     out = []
     for call in langfuse_calls(router):
         if call.request.url.path.endswith("/scores"):

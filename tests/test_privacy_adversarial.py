@@ -26,6 +26,7 @@ from agent.core.observability import Observability
 from agent.core.privacy.scrubber import pattern_names
 from agent.core.session import Session
 from tests.langfuse_helpers import (
+    LANGFUSE,
     PROVIDER,
     forwarding,
     mocked_world,
@@ -262,7 +263,7 @@ def test_no_planted_secret_leaves_under_any_preset(
 ) -> None:
     pii = preset.endswith("+pii")
     all_text = _all_plants(pii)
-    _, sk = use_langfuse(monkeypatch, "https://langfuse.example.test")
+    _, sk = use_langfuse(monkeypatch, LANGFUSE)
     monkeypatch.setenv("MISTRAL_API_KEY", SHAPELESS)  # known only by value
     caplog.set_level(logging.INFO)
     with mocked_world() as router:

@@ -22,6 +22,7 @@ from agent.core.observability import Observability
 from agent.core.privacy.scrubber import scrub
 from agent.core.session import Session
 from tests.langfuse_helpers import (
+    LANGFUSE,
     PROVIDER,
     forwarding,
     mocked_world,
@@ -54,7 +55,7 @@ def test_assignment_with_any_whitespace_around_the_separator(text: str) -> None:
 
 
 def _obs(tmp_path: Path, spec: str, monkeypatch: pytest.MonkeyPatch) -> Observability:
-    use_langfuse(monkeypatch, "https://langfuse.example.test")
+    use_langfuse(monkeypatch, LANGFUSE)
     return forwarding(tmp_path, redact=spec, redact_hmac_key="k" * 16)[0]
 
 

@@ -18,10 +18,13 @@ from agent.core import llm, telemetry
 from agent.core.observability import Observability
 from agent.core.privacy.scrubber import DEFAULT_SCRUBBER
 from agent.core.session import InMemorySink, Session
+from agent.testing.fake_langfuse import FakeLangfuse
 from tests.langfuse_helpers import (
+    LANGFUSE,
     attr_json,
     forwarding,
     fresh_keys,
+    langfuse_calls,
     meta,
     mocked_world,
     spans_of,
@@ -69,7 +72,7 @@ MARKERS = {
 def _setup(
     tmp_path: Path, spec: str, hmac_key: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Observability, InMemorySink]:
-    use_langfuse(monkeypatch, "https://langfuse.example.test")
+    use_langfuse(monkeypatch, LANGFUSE)
     return forwarding(tmp_path, redact=spec, redact_hmac_key=hmac_key)
 
 
@@ -298,7 +301,7 @@ def test_property_no_planted_secret_on_the_wire(
         def check(case: tuple[list[dict], list[dict], list[str]]) -> None:
             messages, tools, needles = case
             session = Session(user_id="p", observability=obs)
-            before = len(router.calls)
+            before = len(langfuse_calls(router))
             llm.complete_sync(
                 session,
                 kind="main",
@@ -314,8 +317,7 @@ def test_property_no_planted_secret_on_the_wire(
                 c.request.read()
                 if c.request.headers.get("content-encoding") != "gzip"
                 else __import__("gzip").decompress(c.request.read())
-                for c in router.calls[before:]
-                if "langfuse" in c.request.url.host
+                for c in langfuse_calls(router)[before:]
             )
             for needle in needles:
                 assert needle.encode() not in raw
@@ -340,13 +342,8 @@ def test_unique_keys_per_setup_do_not_reuse_a_cached_client(
     monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", pk)
     monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk-lf-x")
     hosts = []
-    with mocked_world() as router:
-        import httpx
-
-        router.post("https://second.example.test/api/public/otel/v1/traces").mock(
-            return_value=httpx.Response(200)
-        )
-        for host in ("https://langfuse.example.test", "https://second.example.test"):
+    with FakeLangfuse() as first, FakeLangfuse() as second:
+        for host in (first.url, second.url):
             monkeypatch.setenv("LANGFUSE_HOST", host)
             obs = Observability.from_config(AgentConfig(telemetry_dir=tmp_path))
             session = Session(observability=obs)
@@ -358,9 +355,8 @@ def test_unique_keys_per_setup_do_not_reuse_a_cached_client(
                 mock_response="ok",
             )
             obs.shutdown(5)
-        hosts = [c.request.url.host for c in router.calls if c.request.url.path.endswith("/traces")]
-    assert hosts.count("second.example.test") >= 1
-    assert hosts.count("langfuse.example.test") >= 1
+        hosts = [len(fake.otlp_requests) for fake in (first, second)]
+    assert hosts[0] >= 1 and hosts[1] >= 1
 
 
 @pytest.mark.parametrize(

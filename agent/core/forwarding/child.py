@@ -2,15 +2,17 @@
 
 Started by ``agent.core.forwarding.sidecar`` as ``python -m agent.core.forwarding.child``, with
 its standard input and output as the two pipes and an environment holding no secret (the
-settings, the secret key and every known secret value come over the pipe, in the first
-message). It imports the langfuse SDK and OpenTelemetry, never litellm.
+settings, the redaction policy and every known secret value come over the pipe, in the first
+message). It imports the langfuse SDK and OpenTelemetry, never litellm. Ctrl-C (SIGINT, sent
+to the whole foreground process group) is ignored: the parent decides when the child stops.
 
 Contract:
 
 - First message ``("init", ChildSpec)``; the answer is ``("ready", pid)`` once the core is
   built, or ``("failed", text)`` (then it exits).
 - ``("items", items, secrets)``: records for ``Engine.handle`` (``secrets``: the parent's known
-  secret values when they changed since the last message, else None).
+  secret values when they changed since the last message, else None). An item that fails is
+  reported and costs only itself (``Engine.handle``); a message that fails costs only itself.
 - ``("flush", seq, budget_s)`` / ``("shutdown", seq, budget_s)``: answered with
   ``("flushed" | "bye", seq, ok, stats, handled)``; after ``bye`` the process exits.
 - Along the way: ``("log", logger name, level, text)`` for every record at or above the
@@ -28,6 +30,7 @@ import dataclasses
 import logging
 import os
 import select
+import signal
 import sys
 import time
 from collections import Counter
@@ -47,7 +50,7 @@ class ChildSpec:
     """Everything the child needs, sent over the pipe (never in its argv or environment)."""
 
     settings: LangfuseSettings
-    policy: dict[str, Any]  # RedactionPolicy's constructor arguments
+    policy: dict[str, Any]  # RedactionPolicy's constructor arguments (``sidecar.policy_arguments``)
     options: ForwarderOptions
     secrets: tuple[str, ...]
     log_level: int
@@ -81,14 +84,12 @@ class Child:
     def __init__(self, spec: ChildSpec, reader: Reader, writer: Writer, stdin_fd: int) -> None:
         from agent.core.callbacks.redaction import RedactionPolicy
         from agent.core.forwarding.engine import Engine
-        from agent.core.known_secrets import KNOWN_SECRETS
 
         self._reader = reader
         self._writer = writer
         self._fd = stdin_fd
         self._parent = spec.parent_pid
-        self._secrets = KNOWN_SECRETS
-        KNOWN_SECRETS.add_all(spec.secrets)
+        _learn(spec.secrets)
         self.engine = Engine(
             spec.settings, policy=RedactionPolicy(**spec.policy), options=spec.options
         )
@@ -115,8 +116,11 @@ class Child:
             message = self._reader.read()
             if message is EOF:
                 break
-            if self._dispatch(message):
-                return
+            try:
+                if self._dispatch(message):
+                    return
+            except Exception as exc:
+                guard.report("langfuse.sidecar.child", exc)
         self._last_words()
 
     def _dispatch(self, message: tuple[Any, ...]) -> bool:
@@ -125,7 +129,7 @@ class Child:
         if kind == "items":
             _, items, secrets = message
             if secrets is not None:
-                self._secrets.add_all(secrets)
+                _learn(secrets)
             self.engine.handle(items)
             self.handled += len(items)
             if time.monotonic() >= self._stats_due:
@@ -172,6 +176,13 @@ class Child:
         self._writer.send(("stats", stats, handled, errors))
 
 
+def _learn(secrets: tuple[str, ...]) -> None:
+    from agent.core.known_secrets import KNOWN_SECRETS
+
+    for value in secrets:
+        KNOWN_SECRETS.add(value)
+
+
 def _setup_process(spec: ChildSpec, writer: Writer) -> None:
     if spec.loopback_only:
         from agent.testing import loopback
@@ -185,23 +196,33 @@ def _setup_process(spec: ChildSpec, writer: Writer) -> None:
 
 
 def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     stdin = os.fdopen(sys.stdin.fileno(), "rb", buffering=0)  # unbuffered: select sees it all
-    writer = Writer(sys.stdout.buffer)
-    sys.stdout = sys.stderr  # a stray print never corrupts the pipe to the parent
+    # The pipe to the parent on a descriptor of its own; descriptor 1 becomes stderr (the null
+    # device), so a stray print, even from C, never corrupts the pipe.
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    writer = Writer(out)
     reader = Reader(stdin)
     first = reader.read()
     if first is EOF or first[0] != "init":
         return 2
     spec: ChildSpec = first[1]
-    _setup_process(spec, writer)
     try:
+        _setup_process(spec, writer)
         child = Child(spec, reader, writer, stdin.fileno())
     except Exception as exc:
         from agent.core.redact import scrub
 
         writer.send(("failed", scrub(f"{type(exc).__name__}: {exc}")))
         return 1
-    child.run()
+    try:
+        child.run()
+    except Exception as exc:  # the last resort: say why (scrubbed), then exit
+        logging.getLogger(__name__).error(
+            "LangFuse forwarding sidecar stopped: %s: %s", type(exc).__name__, exc
+        )
+        return 1
     return 0
 
 

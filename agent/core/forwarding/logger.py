@@ -14,7 +14,11 @@ Never in the agent's way: the litellm hooks and ``export`` only take references 
 on a bounded queue (``BatchWorker``: drops counted, never blocking). The queue's worker builds
 our records from them (``capture``) and hands them to the forwarding core (``Engine``), which
 redacts, builds the LangFuse objects with the official SDK and hands finished spans to the
-exporter's queue (the second and last before the socket). ``flush(timeout)`` and
+exporter's queue (the second and last before the socket). Where the core runs is
+``options.mode``: ``"sidecar"`` (the default) in a child process of its own, fed through a pipe
+(``agent.core.forwarding.sidecar``: the core's Python never holds this process's GIL), falling
+back to ``"thread"`` (the intake worker's thread) when no child can start. An exporter object
+passed in (``span_exporter=``) lives in this process, so it means ``"thread"``. ``flush(timeout)`` and
 ``shutdown(timeout)`` are bounded even on a dead or silent host, and say what they did not
 deliver: ``stats()["dropped"]`` by reason.
 
@@ -37,6 +41,7 @@ from agent.core.batch import BatchWorker
 from agent.core.forwarding.capture import CallRefs, call_record
 from agent.core.forwarding.engine import Engine
 from agent.core.forwarding.linker import EVENT_TYPES, TraceLinker
+from agent.core.forwarding.sidecar import Sidecar
 from agent.core.forwarding.settings import ForwarderOptions, LangfuseSettings
 from agent.core.internals import langfuse as sdk_internals
 from agent.core.privacy.known import KNOWN_SECRETS
@@ -88,18 +93,28 @@ class LangfuseForwardingLogger(CustomLogger):
             nest_in_caller_trace=self.options.nest_in_caller_trace,
             tracer_name=sdk_internals.tracer_name(),
         )
-        self.engine = Engine(
-            settings, policy=self.policy, options=self.options, span_exporter=span_exporter
-        )
-        self.traces_endpoint = self.engine.sdk.traces_endpoint
-        self.exporter = self.engine.sdk.exporter
+        # The forwarding core: the Engine here, or the sidecar that runs it in a child process.
+        self.core: Engine | Sidecar
+        if self.options.mode == "sidecar" and span_exporter is None:
+            self.core = Sidecar(settings, policy=self.policy, options=self.options)
+        else:
+            self.core = Engine(
+                settings, policy=self.policy, options=self.options, span_exporter=span_exporter
+            )
         self._intake: BatchWorker[tuple[str, Any]] = BatchWorker(
             "langfuse.forwarder",
             self._handle,
             capacity=self.options.queue_size,
             gather_s=self.GATHER_S,
-            tick=self.engine.next_due,
+            tick=self.core.next_due,
         )
+
+    @property
+    def engine(self) -> Engine | None:
+        """The forwarding core when it runs in this process (``"thread"`` mode or the sidecar's
+        fallback), else None."""
+        core = self.core
+        return core if isinstance(core, Engine) else core.fallback
 
     def trace_url(self, trace_id: str) -> str:
         return f"{self.settings.host}/trace/{trace_id}"
@@ -190,7 +205,7 @@ class LangfuseForwardingLogger(CustomLogger):
                     guard.report("langfuse.worker.capture", exc)
                     continue
             items.append((kind, item))
-        self.engine.handle(items)
+        self.core.handle(items)
 
     # -- which calls litellm handed over: a call's row and its callback meet by event id --
 
@@ -247,7 +262,7 @@ class LangfuseForwardingLogger(CustomLogger):
         self._intake.put(("close_turns", "flush"), force=True)
         if not self._intake.drain(deadline):
             return False
-        return self.engine.flush(deadline)
+        return self.core.flush(deadline)
 
     def shutdown(self, timeout: float | None = None) -> dict[str, Any]:
         """Deliver what can be delivered within ``timeout`` seconds, then stop. Idempotent."""
@@ -258,7 +273,7 @@ class LangfuseForwardingLogger(CustomLogger):
             return self.stats()
         self._intake.put(("close_turns", "shutdown"), force=True)
         drained = self._intake.close(deadline)
-        finished = self.engine.shutdown(deadline)
+        finished = self.core.shutdown(deadline)
         report = self.stats()
         report["completed_in_time"] = bool(drained and finished)
         total_dropped = sum(report["dropped"].values())
@@ -271,7 +286,7 @@ class LangfuseForwardingLogger(CustomLogger):
         return report
 
     def stats(self) -> dict[str, Any]:
-        engine = self.engine.stats()
+        engine = self.core.stats()
         with self._lock:
             dropped = Counter(self.dropped)
             counts = dict(self.counts)

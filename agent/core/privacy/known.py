@@ -33,7 +33,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from urllib.parse import quote, quote_plus
 
 __all__ = [
@@ -168,24 +168,6 @@ class KnownSecrets:
         """Every value known now (for the forwarding sidecar, which holds none of its own)."""
         with self._lock:
             return (*self._env, *self._added)
-
-    def add_all(self, values: Iterable[str]) -> None:
-        """``add`` for many values at once (one rebuild)."""
-        fresh = [
-            v
-            for v in values
-            if isinstance(v, str) and _looks_secret(v, strict=False) and v not in self._env
-        ]
-        with self._lock:
-            changed = False
-            for value in fresh:
-                if value not in self._added:
-                    self._added[value] = None
-                    changed = True
-            while len(self._added) > MAX_VALUES:
-                self._added.popitem(last=False)
-            if changed:
-                self._rebuild()
 
     def refresh_env(self, environ: Mapping[str, str] | None = None) -> None:
         """Re-read the environment now."""
