@@ -41,8 +41,8 @@ from agent.core.batch import BatchWorker
 from agent.core.forwarding.capture import CallRefs, call_record
 from agent.core.forwarding.engine import Engine
 from agent.core.forwarding.linker import EVENT_TYPES, TraceLinker
-from agent.core.forwarding.sidecar import Sidecar
 from agent.core.forwarding.settings import ForwarderOptions, LangfuseSettings
+from agent.core.forwarding.sidecar import Sidecar
 from agent.core.internals import langfuse as sdk_internals
 from agent.core.privacy.known import KNOWN_SECRETS
 from agent.core.privacy.redaction import RedactionPolicy

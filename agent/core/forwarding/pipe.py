@@ -8,6 +8,7 @@ pipes are anonymous, created by the parent for the child it starts, and never na
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import struct
 import threading
@@ -43,11 +44,9 @@ class Writer:
             self._stream.flush()
 
     def close(self) -> None:
-        with self._lock:
-            try:
-                self._stream.close()
-            except OSError:
-                pass  # the other side is gone already: nothing left to tell it
+        # The other side may be gone already: nothing left to tell it.
+        with self._lock, contextlib.suppress(OSError):
+            self._stream.close()
 
 
 class Reader:

@@ -31,6 +31,7 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -291,10 +292,9 @@ class Sidecar:
             return
         with self._lock:
             self._sent += len(items)
-        try:
+        # A broken pipe: the child is gone, and the reader counts what it had not handled.
+        with contextlib.suppress(OSError, ValueError):
             writer.send_bytes(data)
-        except (OSError, ValueError):
-            pass  # the child is gone: the reader counts what it had not handled
 
     def next_due(self) -> float | None:
         fallback = self._fallback
@@ -364,10 +364,9 @@ class Sidecar:
         proc = self._proc
         if proc is not None and proc.poll() is None:
             proc.kill()
-            try:
+            # Not reaped in time: the interpreter reaps it with its next subprocess call.
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(_REAP_S)
-            except subprocess.TimeoutExpired:
-                pass  # reaped by the interpreter's own child handling later
 
     def stats(self) -> dict[str, Any]:
         fallback = self._fallback
