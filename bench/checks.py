@@ -11,12 +11,20 @@ from typing import Any
 
 
 def run(fwd: Any) -> dict[str, bool]:
+    import dataclasses
+
     from langfuse import LangfuseGeneration
 
     from agent.core.forwarding.build import wire_value
+    from agent.core.forwarding.client import SdkClient
     from bench import workload
 
-    sdk = fwd.engine.sdk
+    engine = fwd.engine
+    if engine is not None:
+        sdk = engine.sdk
+    else:  # the core runs in the sidecar: a client of our own here (a key of its own)
+        settings = dataclasses.replace(fwd.settings, public_key=fwd.settings.public_key + "-c")
+        sdk = SdkClient(settings, fwd.options)
     wire_ok = True
     for payload in (
         {"messages": workload.MESSAGES, "tools": workload.TOOLS},

@@ -40,15 +40,17 @@ CONFIGS: dict[str, tuple[str, bool]] = {
     "a": ("no callback", False),
     "b": ("no-op CustomLogger", False),
     "c": ("litellm langfuse_otel", True),
-    "d": ("ours, preset=default", True),
+    "d": ("ours, preset=default (sidecar)", True),
     "e": ("ours, preset=metadata-only", True),
     "f": ("HF Dataset sink alone", False),
     "g": ("ours default + HF sink (prod)", True),
     # Diagnostic, not in the default set: our hook and queue only, the worker drops each
     # record unprocessed (how much of (d) is the caller's side).
     "h": ("ours, hook + queue only", True),
+    # The same as (d) with the forwarding core on a thread of this process (no sidecar).
+    "i": ("ours, preset=default, in-thread", True),
 }
-DEFAULT_CONFIGS = "abcdefg"
+DEFAULT_CONFIGS = "abcdefgi"
 
 _MARK = "@@BENCH "
 
@@ -152,10 +154,11 @@ def worker_main(config: str, sink_url: str | None, workdir: str) -> None:
     obs = None
     cfg = AgentConfig(telemetry_dir=Path(workdir) / "telemetry")
 
-    def forwarder(spec: str | None) -> Any:
-        from agent.core.forwarding import engine
+    def forwarder(spec: str | None, mode: str = "sidecar") -> Any:
+                from agent.core.forwarding import engine
         from agent.core.forwarding.logger import LangfuseForwardingLogger
         from agent.core.forwarding.register import register
+        from agent.core.forwarding.settings import ForwarderOptions
         from agent.core.privacy.redaction import RedactionPolicy
 
         if os.environ.get("BENCH_GATHER_S"):
@@ -166,7 +169,9 @@ def worker_main(config: str, sink_url: str | None, workdir: str) -> None:
         settings = LangfuseSettings(
             host=str(sink_url), public_key=f"pk-lf-bench-{tag}", secret_key=f"sk-lf-bench-{tag}"
         )
-        f = LangfuseForwardingLogger(settings, policy=RedactionPolicy.from_spec(spec))
+        f = LangfuseForwardingLogger(
+            settings, policy=RedactionPolicy.from_spec(spec), options=ForwarderOptions(mode=mode)
+        )
         register(f)
         return f
 
@@ -193,6 +198,8 @@ def worker_main(config: str, sink_url: str | None, workdir: str) -> None:
     elif config == "h":
         fwd = forwarder(None)
         fwd._intake._handle = lambda batch: None  # the worker drops every item unread
+    elif config == "i":
+        fwd = forwarder(None, "thread")
     if fwd is not None or hf is not None:
         obs = Observability(cfg, hf_sink=hf, forwarder=fwd)
     session = Session(user_id="bench-user", observability=obs)

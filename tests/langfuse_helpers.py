@@ -31,6 +31,7 @@ from agent.testing.otlp import decode_respx_calls
 
 _FAKE = FakeLangfuse().start()  # a daemon thread on 127.0.0.1 for the whole test session
 LANGFUSE = _FAKE.url
+_PASS_THROUGH = "fake-langfuse"
 PROVIDER = "https://provider.example.test/v1"
 PROVIDER_KEY = "sk-provider-" + "Zz9" * 10
 
@@ -163,10 +164,35 @@ class World:
     def __init__(self, router: respx.Router) -> None:
         self.router = router
         self._mark = len(_FAKE.requests)
-        self._host = httpx.URL(LANGFUSE).netloc
+        self._passed: list[Any] = []  # calls of pass-through routes since replaced
+        self._through: Any = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.router, name)
+
+    def _pass_through_last(self, add: Any) -> Any:
+        """Add a route ahead of the pass-through route to the fake LangFuse (respx takes the
+        first route that matches): a test's own route for a LangFuse path wins."""
+        old = self.router.routes.pop(_PASS_THROUGH, None)
+        if old is not None:
+            self._passed.extend(old.calls)
+        route = add()
+        self._through = self.router.route(
+            host="127.0.0.1", port=_FAKE.port, name=_PASS_THROUGH
+        ).pass_through()
+        return route
+
+    def route(self, *args: Any, **kwargs: Any) -> Any:
+        return self._pass_through_last(lambda: self.router.route(*args, **kwargs))
+
+    def post(self, *args: Any, **kwargs: Any) -> Any:
+        return self._pass_through_last(lambda: self.router.post(*args, **kwargs))
+
+    def patch(self, *args: Any, **kwargs: Any) -> Any:
+        return self._pass_through_last(lambda: self.router.patch(*args, **kwargs))
+
+    def put(self, *args: Any, **kwargs: Any) -> Any:
+        return self._pass_through_last(lambda: self.router.put(*args, **kwargs))
 
     def langfuse_calls(self) -> list[_Call]:
         return [
@@ -185,7 +211,9 @@ class World:
     def calls(self) -> list[Any]:
         # A forwarder in this process reaches the fake through respx's pass-through route:
         # those calls are listed once, from the fake's side.
-        mine = [c for c in self.router.calls if c.request.url.netloc != self._host]
+        through = self._through.calls if self._through is not None else []
+        passed = {id(c) for c in [*self._passed, *through]}
+        mine = [c for c in self.router.calls if id(c) not in passed]
         return [*mine, *self.langfuse_calls()]
 
 
@@ -194,9 +222,9 @@ def mocked_world() -> Iterator[World]:
     """respx routes for the provider (everything else in this process is refused, but for the
     fake LangFuse on loopback), as a ``World``."""
     with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
-        router.route(host="127.0.0.1", port=_FAKE.port).pass_through()
-        router.post(f"{PROVIDER}/chat/completions").mock(side_effect=provider_handler)
-        yield World(router)
+        world = World(router)
+        world.post(f"{PROVIDER}/chat/completions").mock(side_effect=provider_handler)
+        yield world
 
 
 def langfuse_calls(router: World) -> list[Any]:

@@ -58,7 +58,8 @@ def _check(fake: FakeLangfuse, sink: InMemorySink) -> list[dict[str, Any]]:
 
 
 def test_a_child_after_the_turn_closed_reopens_it(fake: FakeLangfuse, tmp_path: Path) -> None:
-    obs, sink = forwarding(tmp_path, langfuse_flush_interval_s=0.05)
+    # The core's timers are tuned in this process: the core runs on a thread here.
+    obs, sink = forwarding(tmp_path, langfuse_flush_interval_s=0.05, langfuse_forwarder="thread")
     obs.langfuse.engine.turns.grace_s = 0.05  # a short grace, so the turn closes on its own
     session = Session(user_id="u", observability=obs)
     _turn(session)
@@ -191,7 +192,8 @@ def test_a_call_long_before_the_turn_starts_stays_inside_it(
     # A restored session: the restore call comes first, the user's message much later (past
     # the idle close of a turn known from its calls only).
     monkeypatch.setattr(turns, "IMPLICIT_TURN_IDLE_S", 0.05)
-    obs, sink = forwarding(tmp_path, langfuse_flush_interval_s=0.05)
+    # (the constant is this process's: the core runs on a thread here)
+    obs, sink = forwarding(tmp_path, langfuse_flush_interval_s=0.05, langfuse_forwarder="thread")
     session = Session(user_id="u", observability=obs)
     _call(session, kind="restore")
     assert fake.wait_for_spans(2, timeout=5)  # the call, and its turn closed on its own

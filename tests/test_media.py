@@ -86,8 +86,9 @@ def test_default_sends_no_media_request_and_no_image_bytes(
         raw = wire_bytes(router)
         (gen,) = [s for s in spans_of(router) if s["name"] == "llm.main"]
         hosts = {c.request.url.host for c in router.calls}
-    assert not media.called
-    assert hosts <= {"langfuse.example.test", "provider.example.test"}
+    # Nothing asked for a media upload, from this process (respx) or the sidecar (the fake).
+    assert not media.called and not [c for c in router.calls if "/media" in c.request.url.path]
+    assert hosts <= {httpx.URL(LANGFUSE).host, "provider.example.test"}
     b64 = base64.b64encode(png).decode()
     for i in range(0, len(b64) - 64, 256 * 1024):  # no piece of the image, encoded or not
         assert b64[i : i + 64].encode() not in raw
@@ -117,7 +118,9 @@ def test_media_upload_setting_forwards_and_counts_uploads(
             return_value=httpx.Response(204)
         )
         put = router.put(upload_url).mock(return_value=httpx.Response(200))
-        obs = _setup(tmp_path, monkeypatch, langfuse_media_upload=True)
+        # The SDK's media manager and the upload URL it is given are respx's, in this process:
+        # the forwarding core runs on a thread here.
+        obs = _setup(tmp_path, monkeypatch, langfuse_media_upload=True, langfuse_forwarder="thread")
         assert obs.langfuse.policy.media_upload
         manager = obs.langfuse.engine.sdk.client._resources._media_manager
         assert manager._enabled is True

@@ -8,8 +8,8 @@ to the whole foreground process group) is ignored: the parent decides when the c
 
 Contract:
 
-- First message ``("init", ChildSpec)``; the answer is ``("ready", pid)`` once the core is
-  built, or ``("failed", text)`` (then it exits).
+- First message ``("init", ChildSpec)``; the answer is ``("ready", pid, loopback_guarded)``
+  once the core is built, or ``("failed", text)`` (then it exits).
 - ``("items", items, secrets)``: records for ``Engine.handle`` (``secrets``: the parent's known
   secret values when they changed since the last message, else None). An item that fails is
   reported and costs only itself (``Engine.handle``); a message that fails costs only itself.
@@ -102,7 +102,9 @@ class Child:
     # -- the loop --
 
     def run(self) -> None:
-        self._writer.send(("ready", os.getpid()))
+        loopback = sys.modules.get("agent.testing.loopback")  # imported only for the guard
+        guarded = bool(loopback is not None and loopback.installed())
+        self._writer.send(("ready", os.getpid(), guarded))
         while True:
             due = self.engine.next_due()
             wait = STATS_EVERY_S if due is None else max(0.0, min(due, STATS_EVERY_S))

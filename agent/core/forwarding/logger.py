@@ -296,6 +296,7 @@ class LangfuseForwardingLogger(CustomLogger):
         return {
             "host": self.settings.host,
             "queued": self._intake.queued,
+            "queue_high_water": self._intake.high_water,
             **counts,
             **engine,
             "dropped": {k: v for k, v in dropped.items() if v},

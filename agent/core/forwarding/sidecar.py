@@ -116,6 +116,7 @@ class Sidecar:
         self._child_stats: dict[str, Any] = {}
         self.dropped: Counter[str] = Counter()
         self.pid: int | None = None
+        self.loopback_guarded = False  # the child refuses non-loopback connections, as we do
         self._thread = threading.Thread(target=self._run, name="langfuse.sidecar", daemon=True)
         self._thread.start()
 
@@ -187,7 +188,7 @@ class Sidecar:
             self._kill()
             self._fall_back(str(why))
             return None
-        self.pid = first[1]
+        self.pid, self.loopback_guarded = first[1], first[2]
         self._writer = writer
         return reader
 
@@ -227,9 +228,9 @@ class Sidecar:
         if lost:
             with self._lock:
                 self.dropped["sidecar_exited"] += lost
-        self._fall_back(f"it exited unexpectedly (exit status {code})")
+        self._fall_back(f"it exited unexpectedly (exit status {code})", died=True)
 
-    def _fall_back(self, why: str) -> None:
+    def _fall_back(self, why: str, *, died: bool = False) -> None:
         """Run the core on the intake worker's thread from now on (warned once)."""
         from agent.core.forwarding.engine import Engine
 
@@ -239,7 +240,7 @@ class Sidecar:
                 return
             self._why_fallback = why
         guard.warn_once(
-            "langfuse-sidecar-fallback",
+            "langfuse-sidecar-died" if died else "langfuse-sidecar-no-start",
             "LangFuse forwarding sidecar unavailable (%s): forwarding from a thread of this "
             "process instead",
             why,

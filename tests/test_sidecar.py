@@ -1,0 +1,169 @@
+"""The forwarding sidecar: the forwarding core in a child process of the agent's own.
+
+What a user (and an operator) observes: by default the spans reach LangFuse from another
+process; that process holds no secret in its environment or command line; it never outlives its
+parent nor a bounded shutdown; a child that cannot start or dies means forwarding from a thread,
+with one warning, never a lost pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.core import llm
+from agent.core.forwarding import sidecar
+from agent.core.session import Session
+from agent.testing.fake_langfuse import FakeLangfuse
+from tests.langfuse_helpers import forwarding, langfuse_env
+from tests.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV_SECRET = "Zq8-" + "vT3kP9mW2xR7" * 3  # a provider key in the agent's environment
+
+
+def _call(obs, user: str = "u") -> None:
+    session = Session(user_id=user, observability=obs)
+    llm.complete_sync(
+        session,
+        kind="main",
+        model="openai/gpt-4o-mini",
+        messages=[{"role": "user", "content": f"hello {ENV_SECRET}"}],
+        mock_response="ok",
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_spans_leave_from_the_sidecar_which_holds_no_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", ENV_SECRET)
+    with FakeLangfuse() as fake:
+        env = langfuse_env(fake.url)
+        obs, _ = forwarding(tmp_path, env=env)
+        try:
+            _call(obs)
+            assert obs.flush(10)
+            stats = obs.langfuse.stats()
+            pid = stats["sidecar_pid"]
+            assert stats["forwarder_mode"] == "sidecar" and pid != os.getpid()
+            assert obs.langfuse.core.loopback_guarded  # the suite's guard holds there too
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                environ = fh.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+            for secret in (ENV_SECRET, env["LANGFUSE_SECRET_KEY"]):
+                assert secret.encode() not in environ + cmdline
+            (gen,) = [s for s in fake.spans if s["name"] == "llm.main"]
+            # Redacted there by value, although its environment never held the value.
+            assert ENV_SECRET not in str(gen) and "[REDACTED:known_secret]" in str(gen)
+        finally:
+            obs.shutdown(5)
+        assert wait_for(lambda: not _alive(pid), 5)
+
+
+def test_shutdown_is_bounded_and_kills_a_stuck_sidecar(tmp_path: Path) -> None:
+    with FakeLangfuse(mode="hang") as fake:
+        obs, _ = forwarding(tmp_path, env=langfuse_env(fake.url))
+        _call(obs)
+        assert wait_for(lambda: obs.langfuse.stats().get("sidecar_pid"), 10)
+        pid = obs.langfuse.stats()["sidecar_pid"]
+        started = time.monotonic()
+        report = obs.shutdown(1.5)
+        assert time.monotonic() - started < 4.0
+        assert report["langfuse"]["completed_in_time"] is False
+        assert report["langfuse"]["dropped"]  # what was not delivered is counted
+        assert wait_for(lambda: not _alive(pid), 5)
+
+
+def test_a_sidecar_that_cannot_start_means_forwarding_from_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sidecar, "_CHILD_MODULE", "agent.core.forwarding.no_such_module")
+    with FakeLangfuse() as fake:
+        obs, _ = forwarding(tmp_path, env=langfuse_env(fake.url))
+        try:
+            with caplog.at_level(logging.WARNING):
+                _call(obs)
+                assert obs.flush(10)
+            assert obs.langfuse.stats()["forwarder_mode"] == "thread"
+            assert [s for s in fake.spans if s["name"] == "llm.main"]
+            assert "forwarding from a thread of this process" in caplog.text
+        finally:
+            obs.shutdown(5)
+
+
+@pytest.mark.internal_errors_expected
+def test_a_sidecar_that_dies_falls_back_and_counts_what_it_held(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with FakeLangfuse() as fake:
+        obs, _ = forwarding(tmp_path, env=langfuse_env(fake.url))
+        try:
+            _call(obs, "before")
+            assert obs.flush(10)
+            pid = obs.langfuse.stats()["sidecar_pid"]
+            with caplog.at_level(logging.WARNING):
+                os.kill(pid, 9)
+                assert wait_for(lambda: obs.langfuse.stats()["forwarder_mode"] == "thread", 10)
+                _call(obs, "after")
+                assert obs.flush(10)
+            users = {s["attributes"].get("user.id") for s in fake.spans if s["name"] == "llm.main"}
+            assert users == {"before", "after"}
+            assert "exited unexpectedly" in caplog.text
+        finally:
+            obs.shutdown(5)
+
+
+PARENT = """
+import os, sys, time
+from agent.testing import loopback
+loopback.install("sidecar test parent")
+from agent.config import AgentConfig
+from agent.core import llm
+from agent.core.observability import Observability
+from agent.core.session import Session
+obs = Observability.from_config(AgentConfig(telemetry_dir=sys.argv[1]))
+session = Session(user_id="orphan", observability=obs)
+llm.complete_sync(session, kind="main", model="openai/gpt-4o-mini",
+                  messages=[{"role": "user", "content": "hi"}], mock_response="ok")
+deadline = time.monotonic() + 20
+while not obs.langfuse.stats().get("sidecar_pid") and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(obs.langfuse.stats()["sidecar_pid"], flush=True)
+time.sleep(0.3)  # the call reaches the pipe
+os._exit(0)  # killed: no atexit, no shutdown
+"""
+
+
+def test_the_sidecar_delivers_and_exits_when_its_parent_dies(tmp_path: Path) -> None:
+    with FakeLangfuse() as fake:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "ML_"))}
+        env.update(langfuse_env(fake.url), LITELLM_LOCAL_MODEL_COST_MAP="True")
+        proc = subprocess.run(
+            [sys.executable, "-c", PARENT, str(tmp_path)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        pid = int(proc.stdout.split()[-1])
+        # Within the flush bound (5 s) it delivers what it holds, then exits.
+        assert fake.wait_for_spans(1, timeout=10)
+        assert [s for s in fake.spans if s["name"] == "llm.main"]
+        assert wait_for(lambda: not _alive(pid), 10)
