@@ -60,11 +60,14 @@ START_TIMEOUT_S = 30.0
 # After its deadline, how long a shutdown waits for a killed child to be reaped.
 _REAP_S = 1.0
 _CHILD_MODULE = "agent.core.forwarding.child"
+# Items that carry a record (the others are control items: a flush's or shutdown's marker).
+_RECORD_KINDS = frozenset({"call", "event"})
 
 
 def child_environment() -> dict[str, str]:
     """This process's environment without any value it knows to be secret, and with its
     ``sys.path`` (so a redaction hook importable here is importable there)."""
+    KNOWN_SECRETS.refresh_if_stale()
     secrets = set(KNOWN_SECRETS.values())
     env = {k: v for k, v in os.environ.items() if v not in secrets and "SECRET" not in k.upper()}
     env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p or ".") for p in sys.path)
@@ -156,6 +159,19 @@ class Sidecar:
                 guard.report("langfuse.sidecar.message", exc)
 
     def _start(self) -> Reader | None:
+        spec = ChildSpec(
+            settings=self.settings,
+            policy=policy_arguments(self.policy),
+            options=self.options,
+            secrets=KNOWN_SECRETS.values(),
+            log_level=logging.getLogger().getEffectiveLevel(),
+            loopback_only=_loopback_only(),
+            parent_pid=os.getpid(),
+        )
+        self._secrets_version = KNOWN_SECRETS.version
+        # Pickled before the child exists: a policy that cannot cross (a hook defined inside a
+        # function) means the thread at once, not a child started for nothing.
+        init = pickle.dumps(("init", spec), protocol=pickle.HIGHEST_PROTOCOL)
         proc = subprocess.Popen(
             [sys.executable, "-m", _CHILD_MODULE],
             stdin=subprocess.PIPE,
@@ -168,17 +184,7 @@ class Sidecar:
         self._proc = proc
         writer = Writer(proc.stdin)
         reader = Reader(proc.stdout)
-        spec = ChildSpec(
-            settings=self.settings,
-            policy=policy_arguments(self.policy),
-            options=self.options,
-            secrets=KNOWN_SECRETS.values(),
-            log_level=logging.getLogger().getEffectiveLevel(),
-            loopback_only=_loopback_only(),
-            parent_pid=os.getpid(),
-        )
-        self._secrets_version = KNOWN_SECRETS.version
-        writer.send(("init", spec))
+        writer.send_bytes(init)
         first = reader.read()
         while first is not EOF and first[0] == "log":  # what it said while starting
             self._on_message(first)
@@ -224,7 +230,10 @@ class Sidecar:
             self._replied.notify_all()
         if stopping:
             return
-        code = self._proc.poll() if self._proc is not None else None
+        code = None
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = self._proc.wait(_REAP_S)  # reaped: no zombie left behind
         if lost:
             with self._lock:
                 self.dropped["sidecar_exited"] += lost
@@ -265,9 +274,10 @@ class Sidecar:
             self._fallback.handle(items)
             return
         writer = self._writer
-        if writer is None:
+        if writer is None:  # stopped (a shutdown whose bound ran out before the child was up)
+            lost = sum(1 for kind, _ in items if kind in _RECORD_KINDS)  # not control items
             with self._lock:
-                self.dropped["sidecar_unavailable"] += len(items)
+                self.dropped["sidecar_unavailable"] += lost
             return
         secrets = None
         if KNOWN_SECRETS.version != self._secrets_version:
