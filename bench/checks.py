@@ -16,15 +16,14 @@ def run(fwd: Any) -> dict[str, bool]:
     from langfuse import LangfuseGeneration
 
     from agent.core.forwarding.build import wire_value
-    from agent.core.forwarding.client import SdkClient
+    from agent.core.forwarding.engine import Engine
     from bench import workload
 
     engine = fwd.engine
-    if engine is not None:
-        sdk = engine.sdk
-    else:  # the core runs in the sidecar: a client of our own here (a key of its own)
+    if engine is None:  # the core runs in the sidecar: a core of our own here (a key of its own)
         settings = dataclasses.replace(fwd.settings, public_key=fwd.settings.public_key + "-c")
-        sdk = SdkClient(settings, fwd.options)
+        engine = Engine(settings, policy=fwd.policy, options=fwd.options)
+    sdk = engine.sdk
     wire_ok = True
     for payload in (
         {"messages": workload.MESSAGES, "tools": workload.TOOLS},
