@@ -14,6 +14,7 @@ is only looked for, at the end, when everything else is valid.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -174,7 +175,14 @@ def _endpoint_problem(config: AgentConfig) -> str | None:
     return None
 
 
-def _sdk_problem() -> str | None:
+def _sdk_problem(config: AgentConfig) -> str | None:
+    if config.langfuse_forwarder == "sidecar":
+        # The SDK is imported by the sidecar, not here (performance: ~0.3 s of this process's
+        # start-up); that it is installed is enough here. Should it still fail to import
+        # there, the sidecar falls back to a thread, whose import then says why.
+        if importlib.util.find_spec("langfuse") is None:
+            return f"the langfuse package is not installed; install it with: {INSTALL_HINT}"
+        return None
     try:
         import langfuse  # noqa: F401
     except ImportError:
@@ -289,7 +297,7 @@ def resolve_gate(config: AgentConfig) -> GateDecision:
             f"{_label(config, 'langfuse_debug')} is on: the langfuse SDK logs at DEBUG, and its "
             "debug logs may hold what is traced"
         )
-    sdk = _sdk_problem()
+    sdk = _sdk_problem(config)
     if sdk:
         return fail(sdk)
     settings = LangfuseSettings(

@@ -125,10 +125,13 @@ def _attribute(internal: Internal, obj: Any, name: str) -> Any:
 # -- names and encodings --
 
 
+DEFAULT_TRACER_NAME = "langfuse-sdk"
+
+
 def tracer_name() -> str:
     """The SDK tracer's instrumentation scope name (``langfuse-sdk`` in 5.x)."""
     name = TRACER_NAME.get()
-    return name if isinstance(name, str) else "langfuse-sdk"
+    return name if isinstance(name, str) else DEFAULT_TRACER_NAME
 
 
 def _compact_json(value: Any) -> str:
