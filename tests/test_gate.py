@@ -149,12 +149,23 @@ def test_langfuse_not_installed_names_the_install_command(monkeypatch: pytest.Mo
             raise ImportError("No module named 'langfuse'")
         return real_import(name, *args, **kwargs)
 
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(builtins, "__import__", no_langfuse)
-    with pytest.raises(ConfigError, match=r"pip install 'ml-intern-observability\[langfuse\]'"):
-        decide(FULL, "langfuse")
-    gate = decide(FULL)
-    assert not gate.enabled
-    assert any("pip install" in w for w in gate.warnings)
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "langfuse" else real_find_spec(name, *a),
+    )
+    # Both forwarder modes: the sidecar's (the SDK is looked up here, imported in the child)
+    # and the thread's (imported here).
+    for env in (FULL, {**FULL, "ML_INTERN_LANGFUSE_FORWARDER": "thread"}):
+        with pytest.raises(ConfigError, match=r"pip install 'ml-intern-observability\[langfuse\]'"):
+            decide(env, "langfuse")
+        gate = decide(env)
+        assert not gate.enabled
+        assert any("pip install" in w for w in gate.warnings)
 
 
 @pytest.mark.parametrize(
