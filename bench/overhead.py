@@ -206,18 +206,9 @@ def worker_main(config: str, sink_url: str | None, workdir: str) -> None:
     session.turn_index = 1
 
     async def one(name: str) -> float:
-        messages, tools = workload.WORKLOADS[name]
+        arguments = workload.call_arguments(name)
         t0 = time.perf_counter()
-        await llm.complete(
-            session,
-            kind="main",
-            model=workload.MODEL,
-            messages=messages,
-            tools=tools,
-            mock_response=workload.REPLY,
-            temperature=0.2,
-            max_tokens=512,
-        )
+        await llm.complete(session, **arguments)
         return time.perf_counter() - t0
 
     def otel_providers() -> list[Any]:

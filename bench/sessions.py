@@ -69,7 +69,7 @@ def worker_main(config: str, sink_url: str, workdir: str, duration: float) -> No
         )
         obs = Observability.from_config(cfg)
         assert obs.forwarding
-    messages, tools = workload.WORKLOADS["heavy"]
+    arguments = workload.call_arguments("heavy")
     durations: list[float] = []
 
     async def session_loop(i: int, stop: float) -> None:
@@ -79,17 +79,7 @@ def worker_main(config: str, sink_url: str, workdir: str, duration: float) -> No
             telemetry.record_turn_start(session, user_message="go on")
             for _ in range(CALLS_PER_TURN):
                 t0 = time.perf_counter()
-                await llm.complete(
-                    session,
-                    kind="main",
-                    model=workload.MODEL,
-                    messages=messages,
-                    tools=tools,
-                    mock_response=workload.REPLY,
-                    mock_delay=LATENCY_S,
-                    temperature=0.2,
-                    max_tokens=512,
-                )
+                await llm.complete(session, **arguments, mock_delay=LATENCY_S)
                 durations.append(time.perf_counter() - t0)
             telemetry.record_turn_complete(
                 session, final_reply="done", duration_ms=1.0, steps=1, llm_calls=CALLS_PER_TURN

@@ -229,6 +229,20 @@ REPLY = (
 )
 
 
+def call_arguments(name: str) -> dict[str, Any]:
+    """``llm.complete``'s arguments for one call of workload ``name`` (session aside)."""
+    messages, tools = WORKLOADS[name]
+    return {
+        "kind": "main",
+        "model": MODEL,
+        "messages": messages,
+        "tools": tools,
+        "mock_response": REPLY,
+        "temperature": 0.2,
+        "max_tokens": 512,
+    }
+
+
 def sizes(name: str = "light") -> dict[str, int]:
     """Bytes of each part of a workload (for the report)."""
     messages, tools = WORKLOADS[name]
