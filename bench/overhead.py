@@ -155,7 +155,7 @@ def worker_main(config: str, sink_url: str | None, workdir: str) -> None:
     cfg = AgentConfig(telemetry_dir=Path(workdir) / "telemetry")
 
     def forwarder(spec: str | None, mode: str = "sidecar") -> Any:
-                from agent.core.forwarding import engine
+        from agent.core.forwarding import engine
         from agent.core.forwarding.logger import LangfuseForwardingLogger
         from agent.core.forwarding.register import register
         from agent.core.forwarding.settings import ForwarderOptions

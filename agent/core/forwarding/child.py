@@ -34,6 +34,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from types import MappingProxyType
 from typing import Any
 
 from agent.core import guard
@@ -66,7 +67,7 @@ class _ToParent(logging.Handler):
         self._writer = writer
 
     def emit(self, record: logging.LogRecord) -> None:
-        from agent.core.redact import scrub
+        from agent.core.privacy.scrubber import scrub
 
         try:
             text = record.getMessage()
@@ -82,7 +83,6 @@ class Child:
     """The core and the loop that feeds it (see the module docstring)."""
 
     def __init__(self, spec: ChildSpec, reader: Reader, writer: Writer, stdin_fd: int) -> None:
-        from agent.core.callbacks.redaction import RedactionPolicy
         from agent.core.forwarding.engine import Engine
 
         self._reader = reader
@@ -90,9 +90,7 @@ class Child:
         self._fd = stdin_fd
         self._parent = spec.parent_pid
         _learn(spec.secrets)
-        self.engine = Engine(
-            spec.settings, policy=RedactionPolicy(**spec.policy), options=spec.options
-        )
+        self.engine = Engine(spec.settings, policy=_policy(spec.policy), options=spec.options)
         self._budget = spec.options.flush_timeout_s
         self.handled = 0
         self._errors_sent: Counter[str] = Counter()
@@ -178,8 +176,17 @@ class Child:
         self._writer.send(("stats", stats, handled, errors))
 
 
+def _policy(arguments: dict[str, Any]) -> Any:
+    """The parent's policy again (``sidecar.policy_arguments``: mappings came as dicts)."""
+    from agent.core.privacy.redaction import RedactionPolicy
+
+    return RedactionPolicy(
+        **{k: MappingProxyType(v) if isinstance(v, dict) else v for k, v in arguments.items()}
+    )
+
+
 def _learn(secrets: tuple[str, ...]) -> None:
-    from agent.core.known_secrets import KNOWN_SECRETS
+    from agent.core.privacy.known import KNOWN_SECRETS
 
     for value in secrets:
         KNOWN_SECRETS.add(value)
@@ -214,7 +221,7 @@ def main() -> int:
         _setup_process(spec, writer)
         child = Child(spec, reader, writer, stdin.fileno())
     except Exception as exc:
-        from agent.core.redact import scrub
+        from agent.core.privacy.scrubber import scrub
 
         writer.send(("failed", scrub(f"{type(exc).__name__}: {exc}")))
         return 1

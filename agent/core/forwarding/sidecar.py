@@ -45,11 +45,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.core import guard
-from agent.core.callbacks.redaction import RedactionPolicy
 from agent.core.forwarding.child import ChildSpec
 from agent.core.forwarding.pipe import EOF, Reader, Writer
 from agent.core.forwarding.settings import ForwarderOptions, LangfuseSettings
-from agent.core.known_secrets import KNOWN_SECRETS
+from agent.core.privacy.known import KNOWN_SECRETS
+from agent.core.privacy.redaction import RedactionPolicy
 
 __all__ = ["START_TIMEOUT_S", "Sidecar"]
 
