@@ -180,7 +180,11 @@ def _sdk_problem(config: AgentConfig) -> str | None:
         # The SDK is imported by the sidecar, not here (performance: ~0.3 s of this process's
         # start-up); that it is installed is enough here. Should it still fail to import
         # there, the sidecar falls back to a thread, whose import then says why.
-        if importlib.util.find_spec("langfuse") is None:
+        try:
+            found = importlib.util.find_spec("langfuse") is not None
+        except (ImportError, ValueError):  # an import hook that refuses it
+            found = False
+        if not found:
             return f"the langfuse package is not installed; install it with: {INSTALL_HINT}"
         return None
     try:

@@ -66,6 +66,8 @@ class LangfuseForwardingLogger(CustomLogger):
     # How long the worker lets a burst of records gather after a quiet spell (performance: one
     # wake-up and one hand-over of the GIL per burst, not per record).
     GATHER_S = 0.02
+    # Records handed to the core at a time (see ``_handle``).
+    CHUNK = 4
 
     def __init__(
         self,
@@ -203,16 +205,22 @@ class LangfuseForwardingLogger(CustomLogger):
     # -- the worker: references -> records -> the forwarding core --
 
     def _handle(self, batch: list[tuple[str, Any]]) -> None:
-        items = []
-        for kind, item in batch:
-            if kind == "call":
-                try:
-                    item = call_record(item)
-                except Exception as exc:  # one odd response costs only its own call
-                    guard.report("langfuse.worker.capture", exc)
-                    continue
-            items.append((kind, item))
-        self.core.handle(items)
+        if not batch:
+            self.core.handle([])  # a timer of the core is due
+        # Why (latency): a few records at a time. Handing them over (a write to the sidecar's
+        # pipe, or the core's own yield) lets the agent's threads have the GIL in between, so
+        # a burst never holds them up for more than a few records' work.
+        for start in range(0, len(batch), self.CHUNK):
+            items = []
+            for kind, item in batch[start : start + self.CHUNK]:
+                if kind == "call":
+                    try:
+                        item = call_record(item)
+                    except Exception as exc:  # one odd response costs only its own call
+                        guard.report("langfuse.worker.capture", exc)
+                        continue
+                items.append((kind, item))
+            self.core.handle(items)
 
     # -- which calls litellm handed over: a call's row and its callback meet by event id --
 
