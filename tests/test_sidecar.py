@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -87,6 +88,38 @@ def test_shutdown_is_bounded_and_kills_a_stuck_sidecar(tmp_path: Path) -> None:
         assert report["langfuse"]["completed_in_time"] is False
         assert report["langfuse"]["dropped"]  # what was not delivered is counted
         assert wait_for(lambda: not _alive(pid), 5)
+
+
+def test_shutdown_is_bounded_when_the_sidecar_stops_reading(tmp_path: Path) -> None:
+    """A child that no longer reads (stopped here; stuck in real life) fills the pipe: the
+    intake worker blocks on it, yet shutdown still returns within its bound, counts what was
+    lost and kills the child."""
+    with FakeLangfuse() as fake:
+        obs, _ = forwarding(tmp_path, env=langfuse_env(fake.url))
+        _call(obs)
+        assert obs.flush(10)
+        pid = obs.langfuse.stats()["sidecar_pid"]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            session = Session(user_id="u", observability=obs)
+            for i in range(12):  # 12 x 20 KB: more than a pipe holds (64 KB)
+                llm.complete_sync(
+                    session,
+                    kind="main",
+                    model="openai/gpt-4o-mini",
+                    messages=[{"role": "user", "content": f"{i} " + "lorem ipsum " * 1700}],
+                    mock_response="ok",
+                )
+            time.sleep(0.5)  # the intake worker writes until the pipe is full
+            started = time.monotonic()
+            report = obs.shutdown(1.5)["langfuse"]
+            assert time.monotonic() - started < 4.0
+            assert report["completed_in_time"] is False
+            assert report["dropped"]  # what was not delivered is counted
+            assert wait_for(lambda: not _alive(pid), 5)
+        finally:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_sidecar_that_cannot_start_means_forwarding_from_a_thread(

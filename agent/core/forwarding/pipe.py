@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import pickle
+import select
 import struct
 import threading
+import time
 from typing import IO, Any
 
 __all__ = ["EOF", "MAX_FRAME", "Reader", "Writer"]
@@ -24,29 +26,61 @@ EOF = object()  # what ``Reader.read`` returns once the other side has closed th
 
 
 class Writer:
-    """Writes whole frames to a binary stream; thread-safe (one frame at a time)."""
+    """Writes whole frames to a binary stream; thread-safe (one frame at a time).
+
+    A write without a deadline blocks while the pipe is full (the forwarder's intake worker: the
+    back-pressure it passes on to its own bounded queue). A control message (a flush, a
+    shutdown) has a deadline: it gives up with ``TimeoutError`` before writing a byte when the
+    pipe is still busy or full by then, so flush and shutdown stay bounded even when the other
+    side has stopped reading.
+    """
 
     def __init__(self, stream: IO[bytes]) -> None:
         self._stream = stream
         self._lock = threading.Lock()
 
-    def send(self, message: tuple[Any, ...]) -> int:
-        """Write one message; returns its size in bytes. Raises ``OSError`` (a broken pipe) and
-        whatever pickling raises."""
+    def send(self, message: tuple[Any, ...], *, deadline: float | None = None) -> int:
+        """Write one message; returns its size in bytes. Raises ``OSError`` (a broken pipe),
+        ``TimeoutError`` (see the class docstring) and whatever pickling raises."""
         data = pickle.dumps(message, protocol=5)
-        self.send_bytes(data)
+        self.send_bytes(data, deadline=deadline)
         return len(data)
 
-    def send_bytes(self, data: bytes) -> None:
-        with self._lock:
-            self._stream.write(_HEADER.pack(len(data)))
-            self._stream.write(data)
-            self._stream.flush()
+    def send_bytes(self, data: bytes, *, deadline: float | None = None) -> None:
+        if deadline is None:
+            with self._lock:
+                self._write(data)
+            return
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise TimeoutError("the pipe is busy")
+        try:
+            # A control message is far smaller than the room a writable pipe has (PIPE_BUF).
+            _, writable, _ = select.select(
+                [], [self._stream.fileno()], [], max(0.0, deadline - time.monotonic())
+            )
+            if not writable:
+                raise TimeoutError("the pipe is full")
+            self._write(data)
+        finally:
+            self._lock.release()
 
-    def close(self) -> None:
-        # The other side may be gone already: nothing left to tell it.
-        with self._lock, contextlib.suppress(OSError):
-            self._stream.close()
+    def _write(self, data: bytes) -> None:
+        self._stream.write(_HEADER.pack(len(data)))
+        self._stream.write(data)
+        self._stream.flush()
+
+    def close(self, timeout: float = 0.1) -> bool:
+        """Close the stream (the other side reads EOF); False when a write still holds it (the
+        other side has stopped reading: the caller ends it another way)."""
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        try:
+            # The other side may be gone already: nothing left to tell it.
+            with contextlib.suppress(OSError):
+                self._stream.close()
+            return True
+        finally:
+            self._lock.release()
 
 
 class Reader:

@@ -349,8 +349,8 @@ class Sidecar:
         # The child's own bound ends a little before ours, so its answer arrives in time.
         budget = max(0.0, (deadline - time.monotonic()) * 0.9 - 0.05)
         try:
-            writer.send((kind, seq, budget))
-        except (OSError, ValueError):
+            writer.send((kind, seq, budget), deadline=deadline)
+        except (OSError, ValueError):  # TimeoutError included: the child stopped reading
             return False
         with self._lock:
             while seq not in self._replies:
