@@ -49,7 +49,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_spans_leave_from_the_sidecar_which_holds_no_secret(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", ENV_SECRET)
     with FakeLangfuse() as fake:
@@ -72,8 +72,11 @@ def test_spans_leave_from_the_sidecar_which_holds_no_secret(
             # Redacted there by value, although its environment never held the value.
             assert ENV_SECRET not in str(gen) and "[REDACTED:known_secret]" in str(gen)
         finally:
-            obs.shutdown(5)
+            with caplog.at_level(logging.WARNING):
+                report = obs.shutdown(5)["langfuse"]
         assert wait_for(lambda: not _alive(pid), 5)
+        # Its exit after the shutdown's answer is no death: no fallback, no warning.
+        assert report["forwarder_mode"] == "sidecar" and "sidecar" not in caplog.text
 
 
 def test_shutdown_is_bounded_and_kills_a_stuck_sidecar(tmp_path: Path) -> None:

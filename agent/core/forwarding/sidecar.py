@@ -248,10 +248,10 @@ class Sidecar:
                 self._ready.set()
                 return
             self._why_fallback = why
-        guard.warn_once(
-            "langfuse-sidecar-died" if died else "langfuse-sidecar-no-start",
-            "LangFuse forwarding sidecar unavailable (%s): forwarding from a thread of this "
-            "process instead",
+        # Once per forwarder at most (it falls back for good), so not deduplicated further.
+        logger.warning(
+            "LangFuse forwarding sidecar %s (%s): forwarding from a thread of this process instead",
+            "died" if died else "unavailable",
             why,
         )
         try:
@@ -317,9 +317,11 @@ class Sidecar:
     def shutdown(self, deadline: float) -> bool:
         """Deliver what the child can by ``deadline``, stop it (killed past the deadline) and
         count what it left behind. Idempotent."""
-        ok = self._request("shutdown", deadline)
         with self._lock:
+            # Before the request: the child exits right after its answer, and its end must not
+            # read as a death (a fallback to a thread, at shutdown).
             self._stopping = True
+        ok = self._request("shutdown", deadline)
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.close()  # end of input: the child exits even if it missed the request
