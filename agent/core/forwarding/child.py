@@ -26,6 +26,7 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -44,6 +45,7 @@ from agent.core.forwarding.settings import ForwarderOptions, LangfuseSettings
 __all__ = ["ChildSpec", "main"]
 
 STATS_EVERY_S = 1.0
+NICE = 10  # added to the parent's scheduling niceness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,6 +208,9 @@ def _setup_process(spec: ChildSpec, writer: Writer) -> None:
 
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Background work: when the cores are busy, the agent's own threads go first.
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
     stdin = os.fdopen(sys.stdin.fileno(), "rb", buffering=0)  # unbuffered: select sees it all
     # The pipe to the parent on a descriptor of its own; descriptor 1 becomes stderr (the null
     # device), so a stray print, even from C, never corrupts the pipe.

@@ -76,7 +76,10 @@ class LangfuseForwardingLogger(CustomLogger):
         policy: RedactionPolicy | None = None,
         options: ForwarderOptions | None = None,
         span_exporter: Any = None,
+        sidecar: Sidecar | None = None,
     ) -> None:
+        """``sidecar``: one already started for these settings (``register`` starts it before
+        importing this module); else one is started here when ``options.mode`` says so."""
         super().__init__()
         self.settings = settings
         self.policy = policy or RedactionPolicy.from_spec(None)
@@ -90,7 +93,7 @@ class LangfuseForwardingLogger(CustomLogger):
         self._awaited: dict[str, float] = {}
         self._early: dict[str, None] = {}
         KNOWN_SECRETS.add(settings.secret_key)
-        sidecar = self.options.mode == "sidecar" and span_exporter is None
+        in_child = sidecar is not None or (self.options.mode == "sidecar" and span_exporter is None)
         # The linker runs on the agent's threads (``Observability.linker``). Its tracer name
         # tells the SDK's spans from a caller's: with the core in the sidecar, an SDK span here
         # can only be the application's own, so the SDK's name is asked only if the
@@ -99,12 +102,14 @@ class LangfuseForwardingLogger(CustomLogger):
             sample_rate=float(settings.sample_rate),
             nest_in_caller_trace=self.options.nest_in_caller_trace,
             tracer_name=sdk_internals.tracer_name()
-            if not sidecar or "langfuse" in sys.modules
+            if not in_child or "langfuse" in sys.modules
             else sdk_internals.DEFAULT_TRACER_NAME,
         )
         # The forwarding core: the Engine here, or the sidecar that runs it in a child process.
         self.core: Engine | Sidecar
-        if sidecar:
+        if sidecar is not None:
+            self.core = sidecar
+        elif in_child:
             self.core = Sidecar(settings, policy=self.policy, options=self.options)
         else:
             self.core = Engine(

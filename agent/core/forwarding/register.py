@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 from agent.config import AgentConfig
 from agent.core.forwarding.gate import forwarder_options
-from agent.core.forwarding.logger import LangfuseForwardingLogger
 from agent.core.forwarding.settings import LangfuseSettings
 from agent.core.internals import litellm as litellm_internals
+
+if TYPE_CHECKING:
+    from agent.core.forwarding.logger import LangfuseForwardingLogger
 
 __all__ = ["acquire", "register", "release", "unregister"]
 
@@ -41,6 +44,8 @@ def register(forwarder: LangfuseForwardingLogger) -> None:
     """Put ``forwarder`` in ``litellm.callbacks``, replacing any other instance of ours, and
     never alongside litellm's own LangFuse callbacks (which fall back to a cloud host)."""
     import litellm
+
+    from agent.core.forwarding.logger import LangfuseForwardingLogger
 
     with _register_lock:
         _filter_litellm_callbacks(
@@ -78,7 +83,24 @@ def acquire(
         if _forwarder is not None and not _forwarder.closed:
             logger.warning("LangFuse settings changed: shutting the previous forwarder down")
             _forwarder.shutdown(timeout=config.flush_timeout_s)
-        _forwarder = LangfuseForwardingLogger(settings, policy=policy, options=options)
+        sidecar = None
+        if options.mode == "sidecar":
+            from agent.core.forwarding.sidecar import Sidecar
+
+            # Started before the logger's module is imported (performance: that import is
+            # litellm's, seconds of this process's start-up; the child's own imports run on
+            # another core meanwhile).
+            sidecar = Sidecar(settings, policy=policy, options=options)
+        try:
+            from agent.core.forwarding.logger import LangfuseForwardingLogger
+
+            _forwarder = LangfuseForwardingLogger(
+                settings, policy=policy, options=options, sidecar=sidecar
+            )
+        except BaseException:
+            if sidecar is not None:
+                sidecar.shutdown(time.monotonic())  # no child left behind
+            raise
         _key = key
         _users = 1
         register(_forwarder)
