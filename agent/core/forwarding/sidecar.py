@@ -13,19 +13,21 @@ they hold the provider's key and cannot be pickled anyway) and pickles them into
 Contract:
 
 - Started at once, in the background (``python -m agent.core.forwarding.child``: the langfuse SDK
-  and OpenTelemetry, never litellm); nothing waits for it but the first batch. Its environment
-  holds no secret value this process knows and its command line none at all: the settings, the
-  policy and every known secret value go over the pipe (and new secret values with the next
-  batch).
+  and OpenTelemetry, never litellm; at a lower scheduling priority); nothing waits for it but
+  the first batch. Its environment holds no secret value this process knows and its command
+  line none at all: the settings, the policy and every known secret value go over the pipe (and
+  new secret values with the next batch).
 - Falls back to the same core on the intake worker's thread (``Engine``, in this process) when
-  the child cannot start (``START_TIMEOUT_S``) or exits unexpectedly; warned once. Items the child
-  had not handled when it exited are counted as dropped (``sidecar_exited``).
+  the child cannot start (``START_TIMEOUT_S``) or exits unexpectedly (logged at WARNING). Items
+  the child had not handled when it exited are counted as dropped (``sidecar_exited``).
 - The child's log records are re-emitted here under their own logger names (scrubbed there), its
   internal errors are counted in this process's ``agent.core.guard`` (so the test suite sees
   them), its counts and drops come with every flush and about once a second.
 - ``flush(deadline)`` returns once the child has exported everything sent before it (or at the
   deadline). ``shutdown(deadline)`` asks the child to deliver and exit within the deadline, then
-  kills it if it has not; what it had not handled is counted (``sidecar_killed``). The child also
+  kills it if it has not; what it had not handled is counted (``sidecar_killed``; what it had
+  handled but not yet exported is known only from its last report, at most a second old). Both
+  stay bounded when the child has stopped reading (a control message gives up at its deadline). The child also
   exits on its own at the end of its input or when this process is gone (see ``child``).
 """
 
