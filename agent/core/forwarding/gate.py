@@ -246,6 +246,41 @@ def _problems(config: AgentConfig, host_error: str | None, public: str, secret: 
     return [p for p in found if p]
 
 
+def _unset(
+    config: AgentConfig, values: tuple[str | None, str | None, str | None], warnings: list[str]
+) -> GateDecision | str | None:
+    """For host, public and secret key: a quiet decision (nothing configured under ``auto``), a
+    reason forwarding cannot start (set but empty, missing), or None when all three are set."""
+    named = list(
+        zip(
+            ("langfuse_host", "langfuse_public_key", "langfuse_secret_key"),
+            ("LANGFUSE_HOST", PUBLIC_KEY_VAR, SECRET_KEY_VAR),
+            values,
+            strict=True,
+        )
+    )
+    # Set to "" where an empty value is not "unset" (a file key, an argument): named as such.
+    empty = [
+        f"{_label(config, name)} is set but empty"
+        for name, _, value in named
+        if value == "" and config.source(name) != "default"
+    ]
+    if empty:
+        return "; ".join([*empty, *config.langfuse_problems])
+    missing = [var for _, var, value in named if not value]
+    if not missing:
+        return None
+    quiet = _incomplete(config, missing, warnings)
+    return quiet or "; ".join([f"missing {', '.join(missing)}", *config.langfuse_problems])
+
+
+def _debug_warning(config: AgentConfig) -> str:
+    return (
+        f"{_label(config, 'langfuse_debug')} is on: the langfuse SDK logs at DEBUG, and its "
+        "debug logs may hold what is traced"
+    )
+
+
 def resolve_gate(config: AgentConfig) -> GateDecision:
     """Decide whether LangFuse forwarding is on: a pure function of ``config``.
 
@@ -268,25 +303,11 @@ def resolve_gate(config: AgentConfig) -> GateDecision:
     host = config.langfuse_host
     public_key = config.langfuse_public_key
     secret = config.langfuse_secret_key.get_secret_value() if config.langfuse_secret_key else None
-    named = (
-        ("langfuse_host", "LANGFUSE_HOST", host),
-        ("langfuse_public_key", PUBLIC_KEY_VAR, public_key),
-        ("langfuse_secret_key", SECRET_KEY_VAR, secret),
-    )
-    # Set to "" where an empty value is not "unset" (a file key, an argument): named as such.
-    empty = [
-        f"{_label(config, name)} is set but empty"
-        for name, _, value in named
-        if value == "" and config.source(name) != "default"
-    ]
-    if empty:
-        return fail("; ".join([*empty, *config.langfuse_problems]))
-    missing = [var for _, var, value in named if not value]
-    if missing:
-        quiet = _incomplete(config, missing, warnings)
-        return quiet or fail(
-            "; ".join([f"missing {', '.join(missing)}", *config.langfuse_problems])
-        )
+    unset = _unset(config, (host, public_key, secret), warnings)
+    if isinstance(unset, GateDecision):
+        return unset
+    if unset is not None:
+        return fail(unset)
     assert host is not None and public_key is not None and secret is not None
     if config.langfuse_problems:
         return fail("; ".join(config.langfuse_problems))
@@ -297,10 +318,7 @@ def resolve_gate(config: AgentConfig) -> GateDecision:
     if problems:
         return fail(problems[0])
     if config.langfuse_debug:
-        warnings.append(
-            f"{_label(config, 'langfuse_debug')} is on: the langfuse SDK logs at DEBUG, and its "
-            "debug logs may hold what is traced"
-        )
+        warnings.append(_debug_warning(config))
     sdk = _sdk_problem(config)
     if sdk:
         return fail(sdk)
