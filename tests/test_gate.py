@@ -158,9 +158,9 @@ def test_langfuse_not_installed_names_the_install_command(monkeypatch: pytest.Mo
         "find_spec",
         lambda name, *a: None if name == "langfuse" else real_find_spec(name, *a),
     )
-    # Both forwarder modes: the sidecar's (the SDK is looked up here, imported in the child)
-    # and the thread's (imported here).
-    for env in (FULL, {**FULL, "ML_INTERN_LANGFUSE_FORWARDER": "thread"}):
+    # Both forwarder modes: the thread's (the default: imported here) and the sidecar's (the
+    # SDK is looked up here, imported in the child).
+    for env in (FULL, {**FULL, "ML_INTERN_LANGFUSE_FORWARDER": "sidecar"}):
         with pytest.raises(ConfigError, match=r"pip install 'ml-intern-observability\[langfuse\]'"):
             decide(env, "langfuse")
         gate = decide(env)

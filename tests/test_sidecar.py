@@ -54,7 +54,7 @@ def test_spans_leave_from_the_sidecar_which_holds_no_secret(
     monkeypatch.setenv("OPENAI_API_KEY", ENV_SECRET)
     with FakeLangfuse() as fake:
         env = langfuse_env(fake.url)
-        obs, _ = forwarding(tmp_path, env=env)
+        obs, _ = forwarding(tmp_path, langfuse_forwarder="sidecar", env=env)
         try:
             _call(obs)
             assert obs.flush(10)
@@ -81,7 +81,7 @@ def test_spans_leave_from_the_sidecar_which_holds_no_secret(
 
 def test_shutdown_is_bounded_and_kills_a_stuck_sidecar(tmp_path: Path) -> None:
     with FakeLangfuse(mode="hang") as fake:
-        obs, _ = forwarding(tmp_path, env=langfuse_env(fake.url))
+        obs, _ = forwarding(tmp_path, langfuse_forwarder="sidecar", env=langfuse_env(fake.url))
         _call(obs)
         assert wait_for(lambda: obs.langfuse.stats().get("sidecar_pid"), 10)
         pid = obs.langfuse.stats()["sidecar_pid"]
@@ -98,7 +98,7 @@ def test_shutdown_is_bounded_when_the_sidecar_stops_reading(tmp_path: Path) -> N
     intake worker blocks on it, yet shutdown still returns within its bound, counts what was
     lost and kills the child."""
     with FakeLangfuse() as fake:
-        obs, _ = forwarding(tmp_path, env=langfuse_env(fake.url))
+        obs, _ = forwarding(tmp_path, langfuse_forwarder="sidecar", env=langfuse_env(fake.url))
         _call(obs)
         assert obs.flush(10)
         pid = obs.langfuse.stats()["sidecar_pid"]
@@ -130,7 +130,7 @@ def test_a_sidecar_that_cannot_start_means_forwarding_from_a_thread(
 ) -> None:
     monkeypatch.setattr(sidecar, "_CHILD_MODULE", "agent.core.forwarding.no_such_module")
     with FakeLangfuse() as fake:
-        obs, _ = forwarding(tmp_path, env=langfuse_env(fake.url))
+        obs, _ = forwarding(tmp_path, langfuse_forwarder="sidecar", env=langfuse_env(fake.url))
         try:
             with caplog.at_level(logging.WARNING):
                 _call(obs)
@@ -147,7 +147,7 @@ def test_a_sidecar_that_dies_falls_back_and_counts_what_it_held(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with FakeLangfuse() as fake:
-        obs, _ = forwarding(tmp_path, env=langfuse_env(fake.url))
+        obs, _ = forwarding(tmp_path, langfuse_forwarder="sidecar", env=langfuse_env(fake.url))
         try:
             _call(obs, "before")
             assert obs.flush(10)
@@ -188,7 +188,11 @@ os._exit(0)  # killed: no atexit, no shutdown
 def test_the_sidecar_delivers_and_exits_when_its_parent_dies(tmp_path: Path) -> None:
     with FakeLangfuse() as fake:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "ML_"))}
-        env.update(langfuse_env(fake.url), LITELLM_LOCAL_MODEL_COST_MAP="True")
+        env.update(
+            langfuse_env(fake.url),
+            LITELLM_LOCAL_MODEL_COST_MAP="True",
+            ML_INTERN_LANGFUSE_FORWARDER="sidecar",
+        )
         proc = subprocess.run(
             [sys.executable, "-c", PARENT, str(tmp_path)],
             cwd=ROOT,

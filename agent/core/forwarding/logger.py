@@ -15,7 +15,7 @@ on a bounded queue (``BatchWorker``: drops counted, never blocking). The queue's
 our records from them (``capture``) and hands them to the forwarding core (``Engine``), which
 redacts, builds the LangFuse objects with the official SDK and hands finished spans to the
 exporter's queue (the second and last before the socket). Where the core runs is
-``options.mode``: ``"sidecar"`` (the default) in a child process of its own, fed through a pipe
+``options.mode``: ``"sidecar"`` (opt-in) in a child process of its own, fed through a pipe
 (``agent.core.forwarding.sidecar``: the core's Python never holds this process's GIL), falling
 back to ``"thread"`` (the intake worker's thread) when no child can start. An exporter object
 passed in (``span_exporter=``) lives in this process, so it means ``"thread"``. ``flush(timeout)`` and

@@ -48,4 +48,4 @@ class ForwarderOptions:
     turn_grace_s: float = 2.0
     # "sidecar": redaction, the SDK and the exporter run in a child process of their own;
     # "thread": on a worker thread of this process (also the fallback when no child starts).
-    mode: str = "sidecar"
+    mode: str = "thread"
