@@ -207,3 +207,85 @@ def test_the_sidecar_delivers_and_exits_when_its_parent_dies(tmp_path: Path) -> 
         assert fake.wait_for_spans(1, timeout=10)
         assert [s for s in fake.spans if s["name"] == "llm.main"]
         assert wait_for(lambda: not _alive(pid), 10)
+
+
+def test_the_childs_environment_holds_no_value_containing_a_known_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agent.core.privacy.known import KNOWN_SECRETS
+
+    key = "sk-proj-" + "Qw7" * 12
+    KNOWN_SECRETS.add(key)
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.setenv("AUTH_HEADER", f"Bearer {key}")
+    monkeypatch.setenv("DATABASE_URL", f"postgres://u:{key}@localhost/db")
+    monkeypatch.setenv("HARMLESS", "plain value")
+    env = sidecar.child_environment()
+    assert not [k for k, v in env.items() if key in v]
+    assert env["HARMLESS"] == "plain value"
+
+
+def _pipes() -> int:
+    return sum(
+        os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")
+        for fd in os.listdir("/proc/self/fd")
+        if os.path.exists(f"/proc/self/fd/{fd}")
+    )
+
+
+def test_setting_up_and_shutting_down_leaves_no_pipe_behind(tmp_path: Path) -> None:
+    with FakeLangfuse() as fake:
+        counts = []
+        for _ in range(3):
+            obs, _ = forwarding(tmp_path, langfuse_forwarder="sidecar", env=langfuse_env(fake.url))
+            _call(obs)
+            assert obs.shutdown(10)["langfuse"]["forwarder_mode"] == "sidecar"
+            counts.append(_pipes())
+    assert counts[2] == counts[0], counts
+
+
+FORKED = """
+import os, sys
+from agent.testing import loopback
+loopback.install("sidecar fork test")
+from agent.config import AgentConfig
+from agent.core import llm
+from agent.core.observability import Observability
+from agent.core.session import Session
+obs = Observability.from_config(AgentConfig(telemetry_dir=sys.argv[1]))
+call = dict(kind="main", model="openai/gpt-4o-mini", mock_response="ok",
+            messages=[{"role": "user", "content": "hi"}])
+llm.complete_sync(Session(user_id="parent-1", observability=obs), **call)
+assert obs.flush(20)
+pid = os.fork()
+if pid == 0:
+    obs.shutdown(5)  # what a forked worker's atexit does: must not stop the parent's sidecar
+    os._exit(0)
+os.waitpid(pid, 0)
+llm.complete_sync(Session(user_id="parent-2", observability=obs), **call)
+report = obs.shutdown(20)["langfuse"]
+print(report["forwarder_mode"], sum(report["dropped"].values()), flush=True)
+"""
+
+
+def test_a_forked_copy_does_not_stop_the_parents_sidecar(tmp_path: Path) -> None:
+    with FakeLangfuse() as fake:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "ML_"))}
+        env.update(
+            langfuse_env(fake.url),
+            LITELLM_LOCAL_MODEL_COST_MAP="True",
+            ML_INTERN_LANGFUSE_FORWARDER="sidecar",
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", FORKED, str(tmp_path)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        users = {s["attributes"].get("user.id") for s in fake.spans if s["name"] == "llm.main"}
+    assert proc.stdout.split() == ["sidecar", "0"], (proc.stdout, proc.stderr[-2000:])
+    assert users == {"parent-1", "parent-2"}
+    assert "died" not in proc.stderr

@@ -70,8 +70,14 @@ def child_environment() -> dict[str, str]:
     """This process's environment without any value it knows to be secret, and with its
     ``sys.path`` (so a redaction hook importable here is importable there)."""
     KNOWN_SECRETS.refresh_if_stale()
-    secrets = set(KNOWN_SECRETS.values())
-    env = {k: v for k, v in os.environ.items() if v not in secrets and "SECRET" not in k.upper()}
+    secrets = [s for s in KNOWN_SECRETS.values() if s]
+    # A value that holds a known secret anywhere (a URL with a password, "Bearer <key>") stays
+    # behind too, not only one that equals it.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if "SECRET" not in k.upper() and not any(s in v for s in secrets)
+    }
     env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p or ".") for p in sys.path)
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -122,6 +128,9 @@ class Sidecar:
         self.dropped: Counter[str] = Counter()
         self.pid: int | None = None
         self.loopback_guarded = False  # the child refuses non-loopback connections, as we do
+        # The process that owns the child: a fork of it inherits the pipe, and must never send
+        # the child a flush or a shutdown (its exit would stop the parent's sidecar).
+        self._owner = os.getpid()
         self._thread = threading.Thread(target=self._run, name="langfuse.sidecar", daemon=True)
         self._thread.start()
 
@@ -318,7 +327,10 @@ class Sidecar:
 
     def shutdown(self, deadline: float) -> bool:
         """Deliver what the child can by ``deadline``, stop it (killed past the deadline) and
-        count what it left behind. Idempotent."""
+        count what it left behind. Idempotent. In a forked copy of the owner: nothing (the child
+        is the owner's)."""
+        if os.getpid() != self._owner:
+            return False
         with self._lock:
             # Before the request: the child exits right after its answer, and its end must not
             # read as a death (a fallback to a thread, at shutdown).
@@ -336,9 +348,14 @@ class Sidecar:
                     self.dropped["sidecar_killed"] += lost
             ok = False
         self._thread.join(max(0.0, min(_REAP_S, deadline - time.monotonic())))
+        proc = self._proc
+        if proc is not None and proc.stdout is not None and not self._thread.is_alive():
+            proc.stdout.close()  # the reader is done with it: no descriptor left per forwarder
         return ok
 
     def _request(self, kind: str, deadline: float) -> bool:
+        if os.getpid() != self._owner:
+            return False  # a forked copy: the child answers to its owner only
         if not self._ready.wait(max(0.0, deadline - time.monotonic())):
             return False
         fallback = self._fallback
