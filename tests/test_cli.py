@@ -159,12 +159,16 @@ def test_check_prints_destination_and_policy_never_the_secret(tmp_path: Path) ->
     assert out["enabled"] is True
     assert out["destination"]["host"] == "https://cloud.langfuse.com"
     assert out["destination"]["host_from"] == "LANGFUSE_BASE_URL"
+    assert out["destination"]["forwarder"] == "thread"  # the default
     assert out["policy"]["tool_results"] == "drop"
     assert "THE-SECRET-VALUE" not in proc.stdout + proc.stderr
     text = cli("observability", "check", "--telemetry-dir", str(tmp_path), env=env)
     assert (
         "cloud.langfuse.com" in text.stdout and "THE-SECRET-VALUE" not in text.stdout + text.stderr
     )
+    sidecar = {**env, "ML_INTERN_LANGFUSE_FORWARDER": "sidecar"}
+    chosen = cli("observability", "check", "--telemetry-dir", str(tmp_path), env=sidecar)
+    assert "forwarder: sidecar" in chosen.stdout
 
 
 def test_check_explicit_backend_with_missing_settings_exits_2_naming_them(tmp_path: Path) -> None:

@@ -86,6 +86,7 @@ def _destination(settings: Any, config: AgentConfig) -> dict[str, Any]:
         "nest_in_caller_trace": config.langfuse_nest_in_caller_trace,
         "flush_at": config.langfuse_flush_at,
         "flush_interval_s": config.langfuse_flush_interval_s,
+        "forwarder": config.langfuse_forwarder,
     }
 
 
