@@ -185,22 +185,27 @@ os._exit(0)  # killed: no atexit, no shutdown
 """
 
 
+def _program(source: str, fake: FakeLangfuse, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``source`` as a program of its own with forwarding to ``fake`` from the sidecar."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "ML_"))}
+    env.update(
+        langfuse_env(fake.url),
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        ML_INTERN_LANGFUSE_FORWARDER="sidecar",
+    )
+    return subprocess.run(
+        [sys.executable, "-c", source, str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_the_sidecar_delivers_and_exits_when_its_parent_dies(tmp_path: Path) -> None:
     with FakeLangfuse() as fake:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "ML_"))}
-        env.update(
-            langfuse_env(fake.url),
-            LITELLM_LOCAL_MODEL_COST_MAP="True",
-            ML_INTERN_LANGFUSE_FORWARDER="sidecar",
-        )
-        proc = subprocess.run(
-            [sys.executable, "-c", PARENT, str(tmp_path)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        proc = _program(PARENT, fake, tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         pid = int(proc.stdout.split()[-1])
         # Within the flush bound (5 s) it delivers what it holds, then exits.
@@ -270,20 +275,7 @@ print(report["forwarder_mode"], sum(report["dropped"].values()), flush=True)
 
 def test_a_forked_copy_does_not_stop_the_parents_sidecar(tmp_path: Path) -> None:
     with FakeLangfuse() as fake:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "ML_"))}
-        env.update(
-            langfuse_env(fake.url),
-            LITELLM_LOCAL_MODEL_COST_MAP="True",
-            ML_INTERN_LANGFUSE_FORWARDER="sidecar",
-        )
-        proc = subprocess.run(
-            [sys.executable, "-c", FORKED, str(tmp_path)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        proc = _program(FORKED, fake, tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         users = {s["attributes"].get("user.id") for s in fake.spans if s["name"] == "llm.main"}
     assert proc.stdout.split() == ["sidecar", "0"], (proc.stdout, proc.stderr[-2000:])
