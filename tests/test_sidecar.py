@@ -281,3 +281,61 @@ def test_a_forked_copy_does_not_stop_the_parents_sidecar(tmp_path: Path) -> None
     assert proc.stdout.split() == ["sidecar", "0"], (proc.stdout, proc.stderr[-2000:])
     assert users == {"parent-1", "parent-2"}
     assert "died" not in proc.stderr
+
+
+SHORT_LIVED = """
+import sys
+from agent.testing import loopback
+loopback.install("sidecar slow start test")
+from agent.config import AgentConfig
+from agent.core import llm
+from agent.core.observability import Observability
+from agent.core.session import Session
+obs = Observability.from_config(AgentConfig(telemetry_dir=sys.argv[1]))
+llm.complete_sync(Session(user_id="last-call", observability=obs), kind="main",
+                  model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                  mock_response="ok")
+report = obs.shutdown(8)["langfuse"]
+print(report["forwarder_mode"], report["completed_in_time"], sum(report["dropped"].values()))
+"""
+
+# Loaded by every interpreter started with this directory on its path: it makes the
+# sidecar's start-up slow (as on a loaded machine), and leaves other processes alone.
+SLOW_START = """
+import time
+with open("/proc/self/cmdline", "rb") as f:
+    if b"forwarding.child" in f.read():
+        time.sleep(30)
+"""
+
+
+def test_a_short_lived_program_delivers_when_the_sidecar_starts_too_slowly(
+    tmp_path: Path,
+) -> None:
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(SLOW_START)
+    with FakeLangfuse() as fake:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "ML_"))}
+        env.update(
+            langfuse_env(fake.url),
+            LITELLM_LOCAL_MODEL_COST_MAP="True",
+            ML_INTERN_LANGFUSE_FORWARDER="sidecar",
+            PYTHONPATH=os.pathsep.join([str(shim), str(ROOT)]),
+        )
+        started = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-c", SHORT_LIVED, str(tmp_path)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        took = time.monotonic() - started
+        users = [s["attributes"].get("user.id") for s in fake.spans if s["name"] == "llm.main"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # The core ran here instead, within the shutdown's bound, and lost nothing.
+    assert proc.stdout.split() == ["thread", "True", "0"], (proc.stdout, proc.stderr[-2000:])
+    assert users == ["last-call"]
+    assert took < 25  # the bound (8 s) held: the slow child was not waited for

@@ -292,6 +292,9 @@ class LangfuseForwardingLogger(CustomLogger):
         if already:
             return self.stats()
         self._intake.put(("close_turns", "shutdown"), force=True)
+        hurry = getattr(self.core, "hurry", None)  # the sidecar's: see Sidecar.hurry
+        if hurry is not None:
+            hurry(deadline)
         drained = self._intake.close(deadline)
         finished = self.core.shutdown(deadline)
         report = self.stats()

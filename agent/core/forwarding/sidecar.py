@@ -131,6 +131,8 @@ class Sidecar:
         # The process that owns the child: a fork of it inherits the pipe, and must never send
         # the child a flush or a shutdown (its exit would stop the parent's sidecar).
         self._owner = os.getpid()
+        # Set by a shutdown (``hurry``): by when the child must be ready, or the core runs here.
+        self._ready_by: float | None = None
         self._thread = threading.Thread(target=self._run, name="langfuse.sidecar", daemon=True)
         self._thread.start()
 
@@ -277,10 +279,24 @@ class Sidecar:
 
     # -- the core's interface (called on the intake worker's thread) --
 
+    def hurry(self, deadline: float) -> None:
+        """A shutdown is coming with ``deadline``: if the child is not up by half the time left,
+        what the intake holds is handled here instead (a short-lived program whose sidecar
+        starts slowly, on a loaded machine, still delivers its last calls)."""
+        self._ready_by = time.monotonic() + max(0.0, deadline - time.monotonic()) / 2
+
+    def _wait_ready(self) -> bool:
+        give_up = time.monotonic() + START_TIMEOUT_S
+        # In slices: a shutdown may bring the limit forward (``hurry``) while this waits.
+        while not self._ready.wait(0.05):
+            if time.monotonic() >= min(give_up, self._ready_by or give_up):
+                return False
+        return True
+
     def handle(self, items: list[tuple[str, Any]]) -> None:
-        if not self._ready.is_set() and not self._ready.wait(START_TIMEOUT_S):
+        if not self._ready.is_set() and not self._wait_ready():
             self._kill()
-            self._fall_back(f"not ready after {START_TIMEOUT_S:.0f} s")
+            self._fall_back("not ready in time")
         if self._fallback is not None:
             self._fallback.handle(items)
             return
