@@ -48,6 +48,15 @@ def run_cli(
     return Result(code, captured.out, captured.err)
 
 
+def usage_error(result: Result, *fragments: str) -> None:
+    """A usage error as a user sees it: exit 2, ``ml-intern: error:``, no traceback, and each
+    fragment in the output."""
+    assert result.code == 2, result
+    assert "ml-intern: error:" in result.err and "Traceback" not in result.text
+    for fragment in fragments:
+        assert fragment in result.text, (fragment, result.text)
+
+
 def run_process(
     *argv: str, env: dict[str, str] | None = None, timeout: float = 120, **options: Any
 ) -> subprocess.CompletedProcess[str]:

@@ -32,6 +32,17 @@ loopback.install("test suite")
 
 
 @pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """``cli(*argv, env=...)``: the CLI run in this process (tests/cli_helpers.run_cli)."""
+    from tests.cli_helpers import Result, run_cli  # lazily: after the settings above
+
+    def call(*argv: str, env: dict[str, str] | None = None) -> Result:
+        return run_cli(monkeypatch, capsys, *argv, env=env)
+
+    return call
+
+
+@pytest.fixture
 def blocked_connections() -> list[object]:
     """The non-loopback connection attempts made during the test (each was refused)."""
     start = len(loopback.BLOCKED)

@@ -13,24 +13,9 @@ from pathlib import Path
 import pytest
 
 from agent.core.session import Event, new_id, utcnow
-from tests.cli_helpers import Result, run_cli, run_process
+from tests.cli_helpers import run_process, usage_error
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    def call(*argv: str, env: dict[str, str] | None = None) -> Result:
-        return run_cli(monkeypatch, capsys, *argv, env=env)
-
-    return call
-
-
-def usage_error(result: Result, *fragments: str) -> None:
-    assert result.code == 2, result
-    assert "ml-intern: error:" in result.err
-    for fragment in fragments:
-        assert fragment in result.text, (fragment, result.text)
 
 
 @pytest.fixture

@@ -21,23 +21,8 @@ from agent.cli.run import _print_trace_links
 from agent.core import telemetry
 from agent.core.session import Session
 from agent.testing.fake_langfuse import FakeLangfuse, closed_port
-from tests.cli_helpers import Result, run_cli
+from tests.cli_helpers import usage_error
 from tests.langfuse_helpers import forwarding, fresh_keys, langfuse_env
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    def call(*argv: str, env: dict[str, str] | None = None) -> Result:
-        return run_cli(monkeypatch, capsys, *argv, env=env)
-
-    return call
-
-
-def usage_error(result: Result, *fragments: str) -> None:
-    assert result.code == 2, result
-    assert "ml-intern: error:" in result.err and "Traceback" not in result.text
-    for fragment in fragments:
-        assert fragment in result.text, (fragment, result.text)
 
 
 def toml(tmp_path: Path, body: str) -> Path:

@@ -185,13 +185,16 @@ os._exit(0)  # killed: no atexit, no shutdown
 """
 
 
-def _program(source: str, fake: FakeLangfuse, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _program(
+    source: str, fake: FakeLangfuse, tmp_path: Path, **env_extra: str
+) -> subprocess.CompletedProcess[str]:
     """Run ``source`` as a program of its own with forwarding to ``fake`` from the sidecar."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "ML_"))}
     env.update(
         langfuse_env(fake.url),
         LITELLM_LOCAL_MODEL_COST_MAP="True",
         ML_INTERN_LANGFUSE_FORWARDER="sidecar",
+        **env_extra,
     )
     return subprocess.run(
         [sys.executable, "-c", source, str(tmp_path)],
@@ -316,21 +319,9 @@ def test_a_short_lived_program_delivers_when_the_sidecar_starts_too_slowly(
     shim.mkdir()
     (shim / "sitecustomize.py").write_text(SLOW_START)
     with FakeLangfuse() as fake:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "ML_"))}
-        env.update(
-            langfuse_env(fake.url),
-            LITELLM_LOCAL_MODEL_COST_MAP="True",
-            ML_INTERN_LANGFUSE_FORWARDER="sidecar",
-            PYTHONPATH=os.pathsep.join([str(shim), str(ROOT)]),
-        )
         started = time.monotonic()
-        proc = subprocess.run(
-            [sys.executable, "-c", SHORT_LIVED, str(tmp_path)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
+        proc = _program(
+            SHORT_LIVED, fake, tmp_path, PYTHONPATH=os.pathsep.join([str(shim), str(ROOT)])
         )
         took = time.monotonic() - started
         users = [s["attributes"].get("user.id") for s in fake.spans if s["name"] == "llm.main"]
