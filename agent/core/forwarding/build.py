@@ -26,7 +26,7 @@ from typing import Any
 from agent.core.internals import langfuse as sdk_internals
 from agent.core.records import CallRecord, SpanRecord
 
-__all__ = ["Builder", "langfuse_usage_details", "ns", "wire_value"]
+__all__ = ["Builder", "item_wire_text", "langfuse_usage_details", "ns", "wire_value"]
 
 # The OpenTelemetry baggage key the langfuse SDK reads as "this trace is already claimed by an
 # app root": a span started with it in its parent context is never marked an app root
@@ -143,6 +143,30 @@ def wire_value(value: Any) -> Any:
     return value
 
 
+# Where a message or tool definition sits in a generation's input ({"messages": [item]}): the
+# depth ``_plain_json`` checks it at (the stricter of the two input shapes).
+_ITEM_DEPTH = 3
+
+
+def item_wire_text(item: Any) -> str | None:
+    """``json.dumps(item)`` when a generation's input holding ``item`` would be sent as
+    ``json.dumps`` of the whole (``wire_value``), else None. Joined with ``", "`` inside
+    ``[...]``, such texts are byte for byte ``json.dumps`` of the list (its default separators)."""
+    if type(item) is dict and _plain_json(item, _ITEM_DEPTH):
+        return json.dumps(item)
+    return None
+
+
+def _joined(items: Any, text_of: Any) -> str | None:
+    texts = []
+    for item in items:
+        text = text_of(item)
+        if text is None:
+            return None
+        texts.append(text)
+    return "[" + ", ".join(texts) + "]"
+
+
 def _redaction_metadata(report: Any, *, always: bool) -> dict[str, Any]:
     """The record's redaction report for its metadata (a child's only when it says something)."""
     redaction = report.as_metadata()
@@ -171,20 +195,40 @@ class Builder:
     """Builds one observation at a time on the forwarder's thread (see the module docstring).
 
     ``ids.choose`` fixes the id of the next span the tracer starts (ours are chosen before the
-    work happens); ``tracer`` is the SDK's tracer name on our private provider.
+    work happens); ``tracer`` is the SDK's tracer name on our private provider. ``wire_texts``
+    (a ``ContentMemo``'s): the wire text of a remembered message or tool definition, so a
+    generation's input is joined from texts serialised once (the same bytes, see
+    ``item_wire_text``).
     """
 
-    def __init__(self, *, client: Any, tracer: Any, ids: Any, trace_name: str) -> None:
+    def __init__(
+        self, *, client: Any, tracer: Any, ids: Any, trace_name: str, wire_texts: Any = None
+    ) -> None:
         self.client = client
         self.trace_name = trace_name
         self._tracer = tracer
         self._ids = ids
         # An SDK mask must see every value as given: no fast path then.
-        self._fast = sdk_internals.client_mask_is_unset(client)
+        self.fast = sdk_internals.client_mask_is_unset(client)
         self._serialize_metadata = sdk_internals.serialize_metadata_value()
+        self._texts = wire_texts if self.fast else None
 
     def wire(self, value: Any) -> Any:
-        return wire_value(value) if self._fast else value
+        return wire_value(value) if self.fast else value
+
+    def generation_input(self, red: CallRecord) -> Any:
+        """A generation's input as handed to the SDK: ``{"messages", "tools"}`` (or the bare
+        message list without tools), joined from remembered texts when every item has one."""
+        if self._texts is not None:
+            messages = _joined(red.messages, self._texts)
+            if messages is not None and not red.tools:
+                return messages
+            tools = _joined(red.tools, self._texts) if messages is not None else None
+            if tools is not None:
+                return f'{{"messages": {messages}, "tools": {tools}}}'
+        if red.tools:
+            return self.wire({"messages": list(red.messages), "tools": list(red.tools)})
+        return self.wire(list(red.messages))
 
     # -- spans --
 
@@ -257,13 +301,10 @@ class Builder:
         if not red.caller_trace:
             self.who(span, session_id=red.wire_session_id, user_id=red.user_id)
         failed = red.error_type is not None or red.output is None
-        gen_input: Any = list(red.messages)
-        if red.tools:
-            gen_input = {"messages": list(red.messages), "tools": list(red.tools)}
         LangfuseGeneration(
             otel_span=span,
             langfuse_client=self.client,
-            input=self.wire(gen_input),
+            input=self.generation_input(red),
             output=self.wire(red.output),
             metadata=_generation_metadata(red, report, in_turn=turn is not None),
             model=red.model,

@@ -13,6 +13,7 @@ references (``CallRefs``).
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -183,11 +184,37 @@ def _outcome(kwargs: dict[str, Any], response: Any) -> dict[str, Any]:
     }
 
 
-def call_record(refs: CallRefs) -> CallRecord:
-    """Our record of one call, built field by field from what litellm handed the callback."""
+_dumps = pickle.dumps
+_PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+def _packed(item: Any) -> Any:
+    """``item`` pickled (see ``call_record``), or as it is when it does not pickle."""
+    try:
+        return _dumps(item, _PICKLE_PROTOCOL)
+    except Exception:
+        return item
+
+
+def call_record(refs: CallRefs, *, pack: bool = False) -> CallRecord:
+    """Our record of one call, built field by field from what litellm handed the callback.
+
+    ``pack`` (the forwarding sidecar's records): a successful call's messages and tool
+    definitions are each pickled here, so the sidecar recognises the ones it has seen before by
+    their bytes, without unpickling them (``agent.core.privacy.memo``). A failed call's are not:
+    its error text is stripped of the call's content (``redaction``), which needs them whole.
+    """
     ctx, kwargs = refs.ctx, refs.kwargs
     optional = kwargs.get("optional_params") or {}
     outcome = _outcome(kwargs, refs.response)
+    raw_messages = kwargs.get("messages") or ()
+    raw_tools = optional.get("tools") or ()
+    if pack and "output" in outcome:
+        messages = tuple(_packed(m if type(m) is dict else _plain_message(m)) for m in raw_messages)
+        tools = tuple(_packed(t) for t in raw_tools)
+    else:
+        messages = tuple(_plain_message(m) for m in raw_messages)
+        tools = tuple(dict(t) for t in raw_tools)
     md = (kwargs.get("litellm_params") or {}).get("metadata") or {}
     caller, extra = caller_context({k: md[k] for k in ctx.metadata_keys if k in md})
     return CallRecord(
@@ -201,8 +228,8 @@ def call_record(refs: CallRefs) -> CallRecord:
         model=str(kwargs.get("model") or ""),
         start_time=utc(refs.start_time) or datetime.now(UTC),
         end_time=utc(refs.end_time) or datetime.now(UTC),
-        messages=tuple(_plain_message(m) for m in kwargs.get("messages") or ()),
-        tools=tuple(dict(t) for t in optional.get("tools") or ()),
+        messages=messages,
+        tools=tools,
         model_parameters={k: optional[k] for k in MODEL_PARAMETERS if optional.get(k) is not None},
         metadata=extra,
         redact_override=ctx.redact,

@@ -19,6 +19,7 @@ acknowledged and what was lost, by reason; ``stats()`` is their snapshot.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -27,13 +28,14 @@ from typing import Any
 
 from agent.core import guard
 from agent.core.encodable import encodable
-from agent.core.forwarding.build import Builder
+from agent.core.forwarding.build import Builder, item_wire_text
 from agent.core.forwarding.capture import score_record, span_record
 from agent.core.forwarding.client import SdkClient
 from agent.core.forwarding.linker import TURN_EVENTS, score_id_for, trace_id_for, turn_span_id
 from agent.core.forwarding.scores import score_body
 from agent.core.forwarding.settings import ForwarderOptions, LangfuseSettings
 from agent.core.forwarding.turns import Turns
+from agent.core.privacy.memo import ContentMemo
 from agent.core.privacy.redaction import RedactionPolicy, RedactionReport, redact
 from agent.core.privacy.scrubber import scrub
 from agent.core.records import CallRecord
@@ -84,11 +86,15 @@ class Engine:
             on_export_drop=self._on_export_drop,
             on_score_result=self._on_score_result,
         )
+        # Always there (with 0 bytes it remembers nothing): a sidecar's records come with their
+        # messages packed, and the memo is what unpacks them.
+        self.memo = ContentMemo(self._finish, max_bytes=options.content_memo_bytes)
         self.builder = Builder(
             client=self.sdk.client,
             tracer=self.sdk.tracer,
             ids=self.sdk.ids,
             trace_name=options.trace_name,
+            wire_texts=self.memo.wire_text,
         )
         self.turns = Turns(emit=self.builder.turn, count=self.count, grace_s=options.turn_grace_s)
         self._handlers = {
@@ -123,12 +129,27 @@ class Engine:
     def _redact(self, record: Any) -> tuple[Any, RedactionReport]:
         """The policy's copy of ``record``, then every string made encodable: a lone surrogate
         (a non-UTF-8 file name in a tool error ...) would make the whole export batch fail."""
-        red, report = redact(record, self.policy)
-        red, replaced = encodable(red)
-        if replaced:
+        if isinstance(record, CallRecord):
+            # Messages and tool definitions come out of the memo finished (_finish): the rest
+            # of the record is made encodable here.
+            red, report = redact(record, self.policy, memo=self.memo)
+            rest, replaced = encodable(dataclasses.replace(red, messages=(), tools=()))
+            if replaced:
+                red = dataclasses.replace(rest, messages=red.messages, tools=red.tools)
+                report.unencodable += replaced
+        else:
+            red, report = redact(record, self.policy)
+            red, replaced = encodable(red)
             report.unencodable += replaced
-            self.count("unencodable_replaced", replaced)
+        if report.unencodable:
+            self.count("unencodable_replaced", report.unencodable)
         return red, report
+
+    def _finish(self, item: Any) -> tuple[Any, int, str | None]:
+        """A redacted message or tool definition as the memo keeps it: encodable, and its
+        wire text when the builder may hand the SDK text (see ``build.item_wire_text``)."""
+        fixed, replaced = encodable(item)
+        return fixed, replaced, item_wire_text(fixed) if self.builder.fast else None
 
     def _call(self, record: CallRecord) -> None:
         red, report = self._redact(record)

@@ -115,6 +115,8 @@ class LangfuseForwardingLogger(CustomLogger):
             self.core = Engine(
                 settings, policy=self.policy, options=self.options, span_exporter=span_exporter
             )
+        # Records bound for the sidecar carry their messages pickled (see ``call_record``).
+        self._pack = isinstance(self.core, Sidecar)
         self._intake: BatchWorker[tuple[str, Any]] = BatchWorker(
             "langfuse.forwarder",
             self._handle,
@@ -220,7 +222,7 @@ class LangfuseForwardingLogger(CustomLogger):
             for kind, item in batch[start : start + self.CHUNK]:
                 if kind == "call":
                     try:
-                        item = call_record(item)
+                        item = call_record(item, pack=self._pack)
                     except Exception as exc:  # one odd response costs only its own call
                         guard.report("langfuse.worker.capture", exc)
                         continue

@@ -49,3 +49,6 @@ class ForwarderOptions:
     # "sidecar": redaction, the SDK and the exporter run in a child process of their own;
     # "thread": on a worker thread of this process (also the fallback when no child starts).
     mode: str = "thread"
+    # Bytes of redacted messages and tool definitions remembered by content, so the history an
+    # agent sends again with every call is redacted once (agent.core.privacy.memo); 0: off.
+    content_memo_bytes: int = 8 * 1024 * 1024

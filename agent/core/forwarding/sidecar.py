@@ -119,6 +119,7 @@ class Sidecar:
         self._writer: Writer | None = None
         self._fallback: Any = None  # the Engine, once running in this process
         self._why_fallback: str | None = None
+        self._fell_back = threading.Event()  # set once the fallback engine is in place
         self._stopping = False
         self._seq = 0
         self._sent = 0  # items written to the pipe
@@ -257,10 +258,18 @@ class Sidecar:
         from agent.core.forwarding.engine import Engine
 
         with self._lock:
-            if self._fallback is not None or self._stopping:
+            if self._stopping:
                 self._ready.set()
                 return
-            self._why_fallback = why
+            # One engine, ever: the reader (the child exited) and the intake worker (it was not
+            # ready in time) can both get here at once, and a second engine would replace the
+            # one that already took records (they would be neither sent nor counted).
+            first = self._why_fallback is None
+            if first:
+                self._why_fallback = why
+        if not first:
+            self._fell_back.wait(START_TIMEOUT_S)  # until the first caller's engine is in place
+            return
         # Once per forwarder at most (it falls back for good), so not deduplicated further.
         logger.warning(
             "LangFuse forwarding sidecar %s (%s): forwarding from a thread of this process instead",
@@ -276,6 +285,7 @@ class Sidecar:
             self._fallback = engine
             self._writer = None
         self._ready.set()
+        self._fell_back.set()
 
     # -- the core's interface (called on the intake worker's thread) --
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import threading
 from collections import Counter
 from typing import Any
@@ -39,6 +40,7 @@ __all__ = ["MESSAGE_FIELDS", "CompiledPolicy", "compiled"]
 MESSAGE_FIELDS = ("system_prompt", "user_messages", "assistant_messages", "tool_results")
 
 _OVERRIDES_MAX = 256
+_TOKENS = itertools.count(1)
 _COMPILED_MAX = 16  # a process runs one or two policies; tests build many
 
 
@@ -70,10 +72,13 @@ class CompiledPolicy:
         "mac",
         "policy",
         "scrubber",
+        "token",
         "unknown_role_field",
     )
 
     def __init__(self, policy: RedactionPolicy) -> None:
+        # Unique per compiled policy and never reused (unlike id()): what a ContentMemo keys on.
+        self.token = next(_TOKENS)
         self.policy = policy
         self.actions = policy.actions
         self.hook = policy.hook

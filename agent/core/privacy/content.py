@@ -113,7 +113,16 @@ _MESSAGE_KEYS: dict[str, Callable[[Run, Any], Any]] = {
 class Run:
     """One ``redact`` call: the compiled policy and the report being built."""
 
-    __slots__ = ("acts", "compiled", "failures", "fields", "policy", "scrubber", "secrets")
+    __slots__ = (
+        "acts",
+        "compiled",
+        "failures",
+        "fields",
+        "policy",
+        "scrubber",
+        "secrets",
+        "unencodable",
+    )
 
     def __init__(self, compiled: CompiledPolicy) -> None:
         self.compiled = compiled
@@ -123,6 +132,8 @@ class Run:
         self.fields: dict[str, str] = {}
         self.secrets: Counter[str] = Counter()
         self.failures = 0
+        # code points replaced after redaction (by a ContentMemo's finish step)
+        self.unencodable = 0
 
     # -- one value --
 
@@ -393,4 +404,5 @@ class Run:
             secrets=dict(self.secrets),
             failures=self.failures,
             override=override,
+            unencodable=self.unencodable,
         )

@@ -47,6 +47,7 @@ from agent.core.privacy.compiled import compiled
 from agent.core.privacy.content import RedactionReport, Run
 from agent.core.privacy.error_text import content_strings, strip_content
 from agent.core.privacy.known import KNOWN_SECRETS
+from agent.core.privacy.memo import ContentMemo
 from agent.core.privacy.policy import RedactionPolicy
 from agent.core.records import CallRecord, ScoreRecord, SpanRecord
 
@@ -64,11 +65,15 @@ __all__ = [
 ]
 
 
-def redact(record: Any, policy: RedactionPolicy) -> tuple[Any, RedactionReport]:
+def redact(
+    record: Any, policy: RedactionPolicy, *, memo: ContentMemo | None = None
+) -> tuple[Any, RedactionReport]:
     """A new, redacted copy of a ``CallRecord`` / ``SpanRecord`` / ``ScoreRecord`` and a report.
 
     Never mutates ``record``; never raises for a supported record type (fails closed). A record
-    of any other type raises ``TypeError``: there is nothing safe to return for it.
+    of any other type raises ``TypeError``: there is nothing safe to return for it. With a
+    ``memo`` (``agent.core.privacy.memo``), a call's messages and tool definitions seen before
+    are not redacted again: the result and the report are the same.
     """
     if not isinstance(record, CallRecord | SpanRecord | ScoreRecord):
         raise TypeError(f"redact() cannot handle {type(record).__name__}")
@@ -82,7 +87,7 @@ def redact(record: Any, policy: RedactionPolicy) -> tuple[Any, RedactionReport]:
             c, override_note = c.override(record.redact_override)
         run = Run(c)
         if isinstance(record, CallRecord):
-            new = _redact_call(run, record)
+            new = _redact_call(run, record, memo)
         elif isinstance(record, SpanRecord):
             new = _redact_span(run, record)
         else:
@@ -95,7 +100,7 @@ def redact(record: Any, policy: RedactionPolicy) -> tuple[Any, RedactionReport]:
         )
 
 
-def _redact_call(run: Run, r: CallRecord) -> CallRecord:
+def _redact_call(run: Run, r: CallRecord, memo: ContentMemo | None) -> CallRecord:
     output = r.output
     if output is not None:
         output = (
@@ -108,8 +113,10 @@ def _redact_call(run: Run, r: CallRecord) -> CallRecord:
         model=run.name(r.model),
         wire_session_id=run.session_id(r.session_id),
         user_id=run.user_id(r.user_id),
-        messages=run.messages(r.messages),
-        tools=run.tools(r.tools),
+        messages=run.messages(r.messages)
+        if memo is None
+        else memo.items(run, "messages", r.messages),
+        tools=run.tools(r.tools) if memo is None else memo.items(run, "tools", r.tools),
         model_parameters=run.keyed("model_parameters", r.model_parameters) or {},
         output=output,
         usage=dict(r.usage),

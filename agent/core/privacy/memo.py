@@ -1,0 +1,169 @@
+"""Redacted messages and tool definitions, remembered by their content (performance).
+
+An agent sends its whole history with every call: the system prompt, the tool definitions and
+every earlier message come again, unchanged, call after call. Redacting them is the largest
+part of the forwarder's work per call (``bench/``), and its result depends only on the item's
+content, the compiled policy and the secret values known at the time. So each is redacted once
+and remembered.
+
+Contract of ``ContentMemo``:
+
+- ``items(run, kind, values)`` (``kind``: ``"messages"`` or ``"tools"``) returns what
+  ``run.messages(values)`` / ``run.tools(values)`` would, each item passed through ``finish``
+  (the caller's last step, e.g. making strings encodable), and adds to ``run``'s report exactly
+  what redacting them would have added: fields, secret counts per kind, replaced code points.
+  A remembered item is the same object every time: callers must not mutate it.
+- The key is the item's pickle (an exact image of its content: types, keys in their order,
+  every value), the kind and the compiled policy's ``token`` (unique per compiled policy, never
+  reused: a per-call override has its own). Why pickle: it is four times faster to compute than
+  JSON text for a message, and it is what the sidecar's records carry anyway. All of it is
+  forgotten when the known secret values change (``KNOWN_SECRETS.version``).
+- An item may come packed: ``bytes``, its pickle (the forwarding sidecar's records cross the
+  pipe so). Those bytes are then its key, and it is unpickled only when it is not remembered: a
+  remembered item costs one dictionary lookup. (A message or tool definition is never ``bytes``
+  itself, so the two cannot be confused.) One that does not unpickle fails closed.
+- Never remembered: an item that does not pickle, one whose redaction failed, and every item of a policy with a user hook (a hook need not be a pure
+  function of its input). Those are redacted on every call, as without the memo.
+- ``wire_text(item)`` is the text ``finish`` gave a remembered item (or None).
+- Bounded: least recently used items are forgotten past ``max_bytes`` (key and text lengths,
+  an estimate); ``stats()`` counts hits, misses and evictions.
+- One thread at a time (the forwarder's worker).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+from agent.core.privacy.actions import FAILED
+from agent.core.privacy.content import Run
+from agent.core.privacy.known import KNOWN_SECRETS
+
+__all__ = ["MEMO_MAX_BYTES", "ContentMemo", "Finish"]
+
+# About ten sessions' worth of distinct history (a long session is a few hundred KB of text).
+MEMO_MAX_BYTES = 8 * 1024 * 1024
+# Per entry, beyond its texts: the key tuple, the entry and its report (an estimate).
+_ENTRY_OVERHEAD = 400
+
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+# finish(item) -> (item as sent, code points replaced, its wire text or None)
+Finish = Callable[[Any], tuple[Any, int, str | None]]
+
+
+# What stands for an item that could not be unpickled (fail closed).
+_FAILED_ITEM = {"messages": {"role": "unknown", "content": FAILED}, "tools": {"type": FAILED}}
+
+
+class _Entry(NamedTuple):
+    item: Any
+    fields: tuple[tuple[str, str], ...]
+    secrets: tuple[tuple[str, int], ...]
+    replaced: int
+    text: str | None
+    size: int
+
+
+def _no_finish(item: Any) -> tuple[Any, int, str | None]:
+    return item, 0, None
+
+
+class ContentMemo:
+    """See the module docstring."""
+
+    def __init__(self, finish: Finish = _no_finish, *, max_bytes: int = MEMO_MAX_BYTES) -> None:
+        self._finish = finish
+        self._max_bytes = max(0, int(max_bytes))
+        self._entries: OrderedDict[tuple[int, str, Any], _Entry] = OrderedDict()
+        self._by_id: dict[int, _Entry] = {}
+        self._bytes = 0
+        self._version = KNOWN_SECRETS.version
+        self.counts = Counter[str]()
+
+    def items(self, run: Run, kind: str, values: Iterable[Any]) -> tuple[Any, ...]:
+        if KNOWN_SECRETS.version != self._version:
+            self.clear()
+            self._version = KNOWN_SECRETS.version
+        remember = run.compiled.hook is None and self._max_bytes > 0
+        token = run.compiled.token
+        out = []
+        for value in values:
+            key: Any = None
+            if remember:
+                if type(value) is bytes:
+                    key = (token, kind, value)
+                else:
+                    try:
+                        key = (token, kind, pickle.dumps(value, _PROTOCOL))
+                    except Exception:
+                        key = None  # does not pickle: redacted every time
+            entry = self._entries.get(key) if key is not None else None
+            if entry is not None:
+                self._entries.move_to_end(key)  # type: ignore[arg-type]
+                self.counts["hits"] += 1
+                if entry.fields:
+                    run.fields.update(entry.fields)
+                if entry.secrets:
+                    run.secrets.update(dict(entry.secrets))
+                run.unencodable += entry.replaced
+                out.append(entry.item)
+                continue
+            self.counts["misses"] += 1
+            item, entry = self._redact(run, kind, value)
+            if key is not None and entry is not None:
+                self._store(key, entry)
+            out.append(item)
+        return tuple(out)
+
+    def wire_text(self, item: Any) -> str | None:
+        entry = self._by_id.get(id(item))
+        return entry.text if entry is not None and entry.item is item else None
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._by_id.clear()
+        self._bytes = 0
+
+    def stats(self) -> dict[str, int]:
+        return {**self.counts, "items": len(self._entries), "bytes": self._bytes}
+
+    # -- internals --
+
+    def _redact(self, run: Run, kind: str, value: Any) -> tuple[Any, _Entry | None]:
+        """Redact one item in a run of its own and merge its report into ``run``: the item,
+        and its entry to remember (None when it must not be: its redaction failed)."""
+        sub = Run(run.compiled)
+        if type(value) is bytes:
+            try:
+                value = pickle.loads(value)
+            except Exception as exc:
+                run.fail(kind, exc)
+                return dict(_FAILED_ITEM[kind]), None
+        red = sub.message(value) if kind == "messages" else sub.tools((value,))[0]
+        item, replaced, text = self._finish(red)
+        run.fields.update(sub.fields)
+        run.secrets.update(sub.secrets)
+        run.failures += sub.failures
+        run.unencodable += replaced
+        if sub.failures:
+            return item, None
+        fields, secrets = tuple(sub.fields.items()), tuple(sub.secrets.items())
+        return item, _Entry(item, fields, secrets, replaced, text, 0)
+
+    def _store(self, key: tuple[int, str, Any], entry: _Entry) -> None:
+        size = len(key[2]) + 2 * len(entry.text or key[2]) + _ENTRY_OVERHEAD
+        if size > self._max_bytes:
+            return
+        entry = entry._replace(size=size)
+        self._entries[key] = entry
+        self._by_id[id(entry.item)] = entry
+        self._bytes += size
+        while self._bytes > self._max_bytes:
+            _, old = self._entries.popitem(last=False)
+            self._bytes -= old.size
+            if self._by_id.get(id(old.item)) is old:
+                del self._by_id[id(old.item)]
+            self.counts["evicted"] += 1
