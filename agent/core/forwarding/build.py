@@ -26,7 +26,14 @@ from typing import Any
 from agent.core.internals import langfuse as sdk_internals
 from agent.core.records import CallRecord, SpanRecord
 
-__all__ = ["Builder", "item_wire_text", "langfuse_usage_details", "ns", "wire_value"]
+__all__ = [
+    "Builder",
+    "item_wire_text",
+    "langfuse_usage_details",
+    "metadata_attributes",
+    "ns",
+    "wire_value",
+]
 
 # The OpenTelemetry baggage key the langfuse SDK reads as "this trace is already claimed by an
 # app root": a span started with it in its parent context is never marked an app root
@@ -155,6 +162,37 @@ def item_wire_text(item: Any) -> str | None:
     if type(item) is dict and _plain_json(item, _ITEM_DEPTH):
         return json.dumps(item)
     return None
+
+
+# More metadata keys than this go through the SDK (which keeps a span within OpenTelemetry's
+# attribute limit its own way); ours have fewer than ten.
+_MAX_OWN_METADATA_KEYS = 32
+_METADATA_PREFIX = "langfuse.observation.metadata."
+
+
+def metadata_attributes(metadata: Mapping[str, Any]) -> dict[str, str] | None:
+    """An observation's metadata as the SDK writes it (one attribute per key, each value JSON,
+    strings included, compact), or None when any value is not plain JSON (then the SDK must).
+    Why (performance): the SDK's serializer walks every value in Python (a ``default`` call per
+    node) before encoding it; for plain JSON the result is ``json.dumps`` with its separators,
+    byte for byte (the test of the fast paths compares both)."""
+    if len(metadata) > _MAX_OWN_METADATA_KEYS:
+        return None
+    out: dict[str, str] = {}
+    for key, value in metadata.items():
+        if value is None:
+            continue  # the SDK skips None too
+        if type(key) is not str:
+            return None
+        if type(value) is str:
+            out[_METADATA_PREFIX + key] = json.dumps(value, ensure_ascii=False)
+        elif _plain_json(value):
+            out[_METADATA_PREFIX + key] = json.dumps(
+                value, separators=(",", ":"), ensure_ascii=False
+            )
+        else:
+            return None
+    return out
 
 
 def _joined(items: Any, text_of: Any) -> str | None:
@@ -301,12 +339,14 @@ class Builder:
         if not red.caller_trace:
             self.who(span, session_id=red.wire_session_id, user_id=red.user_id)
         failed = red.error_type is not None or red.output is None
+        metadata: Any = _generation_metadata(red, report, in_turn=turn is not None)
+        own_metadata = metadata_attributes(metadata) if self.fast else None
         LangfuseGeneration(
             otel_span=span,
             langfuse_client=self.client,
             input=self.generation_input(red),
             output=self.wire(red.output),
-            metadata=_generation_metadata(red, report, in_turn=turn is not None),
+            metadata=None if own_metadata is not None else metadata,
             model=red.model,
             version=caller.version,
             # These three only go through the SDK's serializer, as input and output do.
@@ -317,6 +357,8 @@ class Builder:
             level="ERROR" if failed else None,
             status_message=red.error_message if failed else None,
         )
+        if own_metadata and span.is_recording():
+            span.set_attributes(own_metadata)
         if caller.prompt_name and span.is_recording():
             span.set_attribute("langfuse.observation.prompt.name", caller.prompt_name)
             if caller.prompt_version is not None:

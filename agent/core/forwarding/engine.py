@@ -49,6 +49,10 @@ logger = logging.getLogger(__name__)
 _MAX_ACKED_TURNS = 4096
 # In a long burst, the worker lets the agent's thread have the GIL after this many items.
 YIELD_EVERY = 4
+# A call record's fields other than its messages and tools (which the memo finishes).
+_CALL_REST = tuple(
+    f.name for f in dataclasses.fields(CallRecord) if f.name not in ("messages", "tools")
+)
 # What the exporter's queue drops, by its reason, as the forwarder reports it.
 _EXPORT_QUEUE_DROPS = {
     "queue_full": "export_queue_full",
@@ -133,9 +137,9 @@ class Engine:
             # Messages and tool definitions come out of the memo finished (_finish): the rest
             # of the record is made encodable here.
             red, report = redact(record, self.policy, memo=self.memo)
-            rest, replaced = encodable(dataclasses.replace(red, messages=(), tools=()))
+            rest, replaced = encodable(tuple(getattr(red, name) for name in _CALL_REST))
             if replaced:
-                red = dataclasses.replace(rest, messages=red.messages, tools=red.tools)
+                red = dataclasses.replace(red, **dict(zip(_CALL_REST, rest, strict=True)))
                 report.unencodable += replaced
         else:
             red, report = redact(record, self.policy)
