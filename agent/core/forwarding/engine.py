@@ -80,6 +80,7 @@ class Engine:
         self.counts = Counter[str]({"generations": 0, "spans": 0, "traces": 0})
         self._acked_turns: OrderedDict[int, None] = OrderedDict()
         self._warned: set[str] = set()
+        self._since_yield = 0  # records handled since the worker last offered the GIL
         self.sdk = SdkClient(
             settings,
             options,
@@ -116,14 +117,17 @@ class Engine:
     def handle(self, items: list[tuple[str, Any]]) -> None:
         """Forward a batch (possibly empty: a timer of the turns is due)."""
         self.turns.close_due()
-        for i, (kind, item) in enumerate(items, 1):
+        for kind, item in items:
             try:
                 self._handlers[kind](item)
             except Exception as exc:
                 guard.report(f"langfuse.worker.{kind}", exc)
-            if i % YIELD_EVERY == 0 and i < len(items):
-                # Why (latency): in a long burst, let the agent's thread have the GIL now and
-                # then, so a burst never holds it up for more than a few records.
+            self._since_yield += 1
+            if self._since_yield >= YIELD_EVERY:
+                # Why (latency): in a long burst, let the agent's threads have the GIL every
+                # few records (counted across batches: the intake hands them over in chunks),
+                # so a burst never holds them up for more than a few records' work.
+                self._since_yield = 0
                 time.sleep(0)
 
     def next_due(self) -> float | None:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import pickle
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any
 
 from agent.core.privacy.actions import FAILED
 from agent.core.privacy.content import Run
@@ -49,6 +49,7 @@ MEMO_MAX_BYTES = 8 * 1024 * 1024
 _ENTRY_OVERHEAD = 400
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+_dumps = pickle.dumps
 
 # finish(item) -> (item as sent, code points replaced, its wire text or None)
 Finish = Callable[[Any], tuple[Any, int, str | None]]
@@ -58,13 +59,22 @@ Finish = Callable[[Any], tuple[Any, int, str | None]]
 _FAILED_ITEM = {"messages": {"role": "unknown", "content": FAILED}, "tools": {"type": FAILED}}
 
 
-class _Entry(NamedTuple):
-    item: Any
-    fields: tuple[tuple[str, str], ...]
-    secrets: tuple[tuple[str, int], ...]
-    replaced: int
-    text: str | None
-    size: int
+class _Entry:
+    """One remembered item: the item as returned, what its redaction added to a report
+    (fields, secret counts by kind, code points replaced), its wire text, its size."""
+
+    __slots__ = ("fields", "item", "replaced", "secrets", "size", "text")
+
+    def __init__(
+        self,
+        item: Any,
+        fields: dict[str, str],
+        secrets: dict[str, int],
+        replaced: int,
+        text: str | None,
+    ) -> None:
+        self.item, self.fields, self.secrets = item, fields, secrets
+        self.replaced, self.text, self.size = replaced, text, 0
 
 
 def _no_finish(item: Any) -> tuple[Any, int, str | None]:
@@ -89,7 +99,12 @@ class ContentMemo:
             self._version = KNOWN_SECRETS.version
         remember = run.compiled.hook is None and self._max_bytes > 0
         token = run.compiled.token
+        entries, move = self._entries, self._entries.move_to_end
+        fields, secrets = run.fields, run.secrets
         out = []
+        hits = replaced = 0
+        # Why (performance): the hit path runs for every message of every call; it is kept to
+        # a key, a lookup and the report's merge, its counts added once.
         for value in values:
             key: Any = None
             if remember:
@@ -97,18 +112,18 @@ class ContentMemo:
                     key = (token, kind, value)
                 else:
                     try:
-                        key = (token, kind, pickle.dumps(value, _PROTOCOL))
+                        key = (token, kind, _dumps(value, _PROTOCOL))
                     except Exception:
                         key = None  # does not pickle: redacted every time
-            entry = self._entries.get(key) if key is not None else None
+            entry = entries.get(key) if key is not None else None
             if entry is not None:
-                self._entries.move_to_end(key)  # type: ignore[arg-type]
-                self.counts["hits"] += 1
+                move(key)
+                hits += 1
                 if entry.fields:
-                    run.fields.update(entry.fields)
+                    fields.update(entry.fields)
                 if entry.secrets:
-                    run.secrets.update(dict(entry.secrets))
-                run.unencodable += entry.replaced
+                    secrets.update(entry.secrets)
+                replaced += entry.replaced
                 out.append(entry.item)
                 continue
             self.counts["misses"] += 1
@@ -116,6 +131,9 @@ class ContentMemo:
             if key is not None and entry is not None:
                 self._store(key, entry)
             out.append(item)
+        if hits:
+            self.counts["hits"] += hits
+            run.unencodable += replaced
         return tuple(out)
 
     def wire_text(self, item: Any) -> str | None:
@@ -150,14 +168,13 @@ class ContentMemo:
         run.unencodable += replaced
         if sub.failures:
             return item, None
-        fields, secrets = tuple(sub.fields.items()), tuple(sub.secrets.items())
-        return item, _Entry(item, fields, secrets, replaced, text, 0)
+        return item, _Entry(item, dict(sub.fields), dict(sub.secrets), replaced, text)
 
     def _store(self, key: tuple[int, str, Any], entry: _Entry) -> None:
         size = len(key[2]) + 2 * len(entry.text or key[2]) + _ENTRY_OVERHEAD
         if size > self._max_bytes:
             return
-        entry = entry._replace(size=size)
+        entry.size = size
         self._entries[key] = entry
         self._by_id[id(entry.item)] = entry
         self._bytes += size

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,6 +36,9 @@ def _encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
 
 
 logger = logging.getLogger(__name__)
+
+# Spans encoded between two offers of the GIL to other threads (see OTLPEncoder._encode).
+YIELD_EVERY = 8
 
 
 class _Unexpected(Exception):
@@ -244,7 +248,7 @@ class OTLPEncoder:
         last_resource: Any = object()
         last_scope: Any = object()
         last_list: list[bytes] = []
-        for span in spans:
+        for n, span in enumerate(spans, 1):
             resource = span.resource
             scope = span.instrumentation_scope or None
             if resource is not last_resource or scope is not last_scope:
@@ -258,6 +262,10 @@ class OTLPEncoder:
                     scopes.append((scope, last_list))
                 last_resource, last_scope = resource, scope
             last_list.append(_span(span, keys))
+            if n % YIELD_EVERY == 0:
+                # Why (latency): a batch of 64 spans is a millisecond of Python; now and then
+                # the agent's threads get the GIL (an export thread shares it with them).
+                time.sleep(0)
         out = []
         for resource, scopes in groups:
             body = [_ld(0x0A, b"".join(_attributes(resource.attributes, 0x0A, keys)))]
