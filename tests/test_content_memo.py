@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -292,3 +293,26 @@ def test_a_packed_item_that_does_not_unpickle_fails_closed() -> None:
     got, report = redact(_record([b"not a pickle"]), RedactionPolicy.from_spec(None), memo=memo)
     assert got.messages[0]["content"] == "[REDACTION_FAILED]"
     assert report.failures == 1
+
+
+def test_nothing_is_remembered_when_the_sdk_gets_objects() -> None:
+    """With LangFuse's media upload on, the SDK is handed our objects (it uploads the media in
+    them), and a remembered item is handed out again: so nothing is remembered."""
+    from agent.core.forwarding.engine import Engine
+    from agent.testing.fake_langfuse import closed_port
+
+    tag = uuid.uuid4().hex[:10]
+    settings = LangfuseSettings(
+        host=f"http://127.0.0.1:{closed_port()}", public_key=f"pk-lf-{tag}", secret_key="sk-x"
+    )
+    for media_upload, remembered in ((False, True), (True, False)):
+        engine = Engine(
+            settings,
+            policy=RedactionPolicy.from_spec(None, media_upload=media_upload),
+            options=ForwarderOptions(),
+        )
+        try:
+            engine.handle([("call", _record(MESSAGES[:2]))] * 2)
+            assert (engine.memo.stats()["items"] > 0) is remembered
+        finally:
+            engine.shutdown(time.monotonic() + 2)

@@ -35,6 +35,7 @@ from agent.core.forwarding.linker import TURN_EVENTS, score_id_for, trace_id_for
 from agent.core.forwarding.scores import score_body
 from agent.core.forwarding.settings import ForwarderOptions, LangfuseSettings
 from agent.core.forwarding.turns import Turns
+from agent.core.internals import langfuse as sdk_internals
 from agent.core.privacy.memo import ContentMemo
 from agent.core.privacy.redaction import RedactionPolicy, RedactionReport, redact
 from agent.core.privacy.scrubber import scrub
@@ -92,8 +93,13 @@ class Engine:
             on_score_result=self._on_score_result,
         )
         # Always there (with 0 bytes it remembers nothing): a sidecar's records come with their
-        # messages packed, and the memo is what unpacks them.
-        self.memo = ContentMemo(self._finish, max_bytes=options.content_memo_bytes)
+        # messages packed, and the memo is what unpacks them. It remembers only when the SDK
+        # gets our text, never our objects: an SDK mask or its media upload may change the
+        # objects it is handed, and a remembered item is handed out again.
+        remember = not policy.media_upload and sdk_internals.client_mask_is_unset(self.sdk.client)
+        self.memo = ContentMemo(
+            self._finish, max_bytes=options.content_memo_bytes if remember else 0
+        )
         self.builder = Builder(
             client=self.sdk.client,
             tracer=self.sdk.tracer,
