@@ -22,7 +22,7 @@ from agent.core import llm
 from agent.core.forwarding import sidecar
 from agent.core.session import Session
 from agent.testing.fake_langfuse import FakeLangfuse
-from tests.langfuse_helpers import forwarding, langfuse_env
+from tests.langfuse_helpers import forwarding, fresh_keys, langfuse_env
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,6 +231,38 @@ def test_the_childs_environment_holds_no_value_containing_a_known_secret(
     env = sidecar.child_environment()
     assert not [k for k, v in env.items() if key in v]
     assert env["HARMLESS"] == "plain value"
+
+
+def test_a_path_entry_holding_the_separator_is_left_out_of_the_childs_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    odd = f"/tmp/one{os.pathsep}two"
+    monkeypatch.setattr(sys, "path", [*sys.path, odd])
+    parts = sidecar.child_environment()["PYTHONPATH"].split(os.pathsep)
+    assert (
+        "/tmp/one" not in parts and "two" not in parts and not any(p.endswith("two") for p in parts)
+    )
+    assert os.path.abspath(sys.path[0] or ".") in parts
+
+
+def test_the_report_has_its_counts_before_the_child_first_reports(tmp_path: Path) -> None:
+    from agent.core.forwarding.settings import ForwarderOptions, LangfuseSettings
+    from agent.core.privacy.redaction import RedactionPolicy
+
+    with FakeLangfuse() as fake:
+        pk, sk = fresh_keys()
+        car = sidecar.Sidecar(
+            LangfuseSettings(host=fake.url, public_key=pk, secret_key=sk),
+            policy=RedactionPolicy.from_spec(None),
+            options=ForwarderOptions(mode="sidecar"),
+        )
+        try:
+            report = car.stats()  # at once: the child is still starting
+            assert {k: report[k] for k in ("generations", "spans", "traces")} == dict.fromkeys(
+                ("generations", "spans", "traces"), 0
+            )
+        finally:
+            car.shutdown(time.monotonic() + 10)
 
 
 def _pipes() -> int:

@@ -78,7 +78,10 @@ def child_environment() -> dict[str, str]:
         for k, v in os.environ.items()
         if "SECRET" not in k.upper() and not any(s in v for s in secrets)
     }
-    env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p or ".") for p in sys.path)
+    # An entry holding the separator itself cannot be passed on (it would split into two).
+    env["PYTHONPATH"] = os.pathsep.join(
+        os.path.abspath(p or ".") for p in sys.path if os.pathsep not in p
+    )
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -441,6 +444,8 @@ class Sidecar:
             child = engine
         else:
             dropped.update(child.pop("dropped", {}))
+        for key in ("generations", "spans", "traces"):
+            child.setdefault(key, 0)  # the same keys as in-thread, before the child's first report
         child["dropped"] = {k: v for k, v in dropped.items() if v}
         child["forwarder_mode"] = self.mode
         if self.pid is not None:
