@@ -357,13 +357,22 @@ class Builder:
             level="ERROR" if failed else None,
             status_message=red.error_message if failed else None,
         )
-        if own_metadata and span.is_recording():
-            span.set_attributes(own_metadata)
-        if caller.prompt_name and span.is_recording():
-            span.set_attribute("langfuse.observation.prompt.name", caller.prompt_name)
-            if caller.prompt_version is not None:
-                span.set_attribute("langfuse.observation.prompt.version", caller.prompt_version)
+        self._own_attributes(span, own_metadata, caller)
         span.end(end_time=ns(red.end_time))
+
+    @staticmethod
+    def _own_attributes(span: Any, metadata: dict[str, str] | None, caller: Any) -> None:
+        """What a generation gets beside the SDK's: its metadata when written here
+        (``metadata_attributes``) and a prompt link (the SDK wants its prompt client for it)."""
+        if not span.is_recording():
+            return
+        attrs: dict[str, Any] = dict(metadata or {})
+        if caller.prompt_name:
+            attrs["langfuse.observation.prompt.name"] = caller.prompt_name
+            if caller.prompt_version is not None:
+                attrs["langfuse.observation.prompt.version"] = caller.prompt_version
+        if attrs:
+            span.set_attributes(attrs)
 
     def child(
         self, red: SpanRecord, report: Any, *, trace_id: str, parent: str | None, caller_trace: bool

@@ -207,14 +207,7 @@ def call_record(refs: CallRefs, *, pack: bool = False) -> CallRecord:
     ctx, kwargs = refs.ctx, refs.kwargs
     optional = kwargs.get("optional_params") or {}
     outcome = _outcome(kwargs, refs.response)
-    raw_messages = kwargs.get("messages") or ()
-    raw_tools = optional.get("tools") or ()
-    if pack and "output" in outcome:
-        messages = tuple(_packed(m if type(m) is dict else _plain_message(m)) for m in raw_messages)
-        tools = tuple(_packed(t) for t in raw_tools)
-    else:
-        messages = tuple(_plain_message(m) for m in raw_messages)
-        tools = tuple(dict(t) for t in raw_tools)
+    messages, tools = _content(kwargs, optional, pack=pack and "output" in outcome)
     md = (kwargs.get("litellm_params") or {}).get("metadata") or {}
     caller, extra = caller_context({k: md[k] for k in ctx.metadata_keys if k in md})
     return CallRecord(
@@ -239,6 +232,20 @@ def call_record(refs: CallRefs, *, pack: bool = False) -> CallRecord:
         **_stream(kwargs, optional, succeeded="output" in outcome),
         **outcome,
     )
+
+
+def _content(
+    kwargs: dict[str, Any], optional: dict[str, Any], *, pack: bool
+) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The call's messages and tool definitions, each pickled when ``pack`` (see call_record)."""
+    raw_messages = kwargs.get("messages") or ()
+    raw_tools = optional.get("tools") or ()
+    if pack:
+        return (
+            tuple(_packed(m if type(m) is dict else _plain_message(m)) for m in raw_messages),
+            tuple(_packed(t) for t in raw_tools),
+        )
+    return tuple(_plain_message(m) for m in raw_messages), tuple(dict(t) for t in raw_tools)
 
 
 def _stream(kwargs: dict[str, Any], optional: dict[str, Any], *, succeeded: bool) -> dict[str, Any]:

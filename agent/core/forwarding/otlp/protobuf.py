@@ -136,6 +136,21 @@ def _flags(context: Any) -> int:
 
 def _span(span: ReadableSpan, keys: dict[str, bytes]) -> bytes:
     ctx = span.get_span_context()
+    parent = span.parent
+    parts = _identity(span, ctx, parent)
+    parts.extend(_attributes(span.attributes, 0x4A, keys))
+    if span.dropped_attributes:
+        parts.append(b"\x50" + _varint(span.dropped_attributes))
+    parts.extend(_events(span, keys))
+    parts.extend(_links(span, keys))
+    parts.append(_status(span.status))
+    # field 16 (flags, fixed32): a two-byte tag
+    parts.append(b"\x85\x01" + _FIXED32.pack(_flags(parent)))
+    return b"".join(parts)
+
+
+def _identity(span: ReadableSpan, ctx: Any, parent: Any) -> list[bytes]:
+    """Fields 1-8: ids, trace state, parent, name, kind, start and end."""
     parts = [
         b"\x0a\x10" + ctx.trace_id.to_bytes(16, "big"),
         b"\x12\x08" + ctx.span_id.to_bytes(8, "big"),
@@ -144,7 +159,6 @@ def _span(span: ReadableSpan, keys: dict[str, bytes]) -> bytes:
         state = ",".join([f"{k}={v}" for k, v in ctx.trace_state.items()])
         if state:
             parts.append(_ld(0x1A, state.encode("utf-8")))
-    parent = span.parent
     if parent:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
     if span.name:
@@ -156,9 +170,12 @@ def _span(span: ReadableSpan, keys: dict[str, bytes]) -> bytes:
         parts.append(b"\x39" + _FIXED64.pack(span.start_time))
     if span.end_time:
         parts.append(b"\x41" + _FIXED64.pack(span.end_time))
-    parts.extend(_attributes(span.attributes, 0x4A, keys))
-    if span.dropped_attributes:
-        parts.append(b"\x50" + _varint(span.dropped_attributes))
+    return parts
+
+
+def _events(span: ReadableSpan, keys: dict[str, bytes]) -> list[bytes]:
+    """Fields 11-12: the events and how many were dropped."""
+    parts = []
     for event in span.events or ():
         body = [b"\x09" + _FIXED64.pack(event.timestamp)] if event.timestamp else []
         if event.name:
@@ -169,6 +186,12 @@ def _span(span: ReadableSpan, keys: dict[str, bytes]) -> bytes:
         parts.append(_ld(0x5A, b"".join(body)))
     if span.dropped_events:
         parts.append(b"\x60" + _varint(span.dropped_events))
+    return parts
+
+
+def _links(span: ReadableSpan, keys: dict[str, bytes]) -> list[bytes]:
+    """Fields 13-14: the links and how many were dropped."""
+    parts = []
     for link in span.links or ():
         body = [
             b"\x0a\x10" + link.context.trace_id.to_bytes(16, "big"),
@@ -181,10 +204,7 @@ def _span(span: ReadableSpan, keys: dict[str, bytes]) -> bytes:
         parts.append(_ld(0x6A, b"".join(body)))
     if span.dropped_links:
         parts.append(b"\x70" + _varint(span.dropped_links))
-    parts.append(_status(span.status))
-    # field 16 (flags, fixed32): a two-byte tag
-    parts.append(b"\x85\x01" + _FIXED32.pack(_flags(parent)))
-    return b"".join(parts)
+    return parts
 
 
 def _scope(scope: Any, keys: dict[str, bytes]) -> bytes:
