@@ -25,14 +25,16 @@ Contract of ``ContentMemo``:
 - Never remembered: an item that does not pickle, one whose redaction failed, and every item of a policy with a user hook (a hook need not be a pure
   function of its input). Those are redacted on every call, as without the memo.
 - ``wire_text(item)`` is the text ``finish`` gave a remembered item (or None).
-- Bounded: least recently used items are forgotten past ``max_bytes`` (key and text lengths,
-  an estimate); ``stats()`` counts hits, misses and evictions.
+- Bounded: least recently used items are forgotten past ``max_bytes``: what an entry holds in
+  memory (its key, its text and the redacted item's objects, from ``sys.getsizeof``);
+  ``stats()`` counts hits, misses and evictions.
 - One thread at a time (the forwarder's worker).
 """
 
 from __future__ import annotations
 
 import pickle
+import sys
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -43,7 +45,8 @@ from agent.core.privacy.known import KNOWN_SECRETS
 
 __all__ = ["MEMO_MAX_BYTES", "ContentMemo", "Finish"]
 
-# About ten sessions' worth of distinct history (a long session is a few hundred KB of text).
+# Several sessions' worth of distinct history (a long session is a few hundred KB of text, a few
+# times that as Python objects).
 MEMO_MAX_BYTES = 8 * 1024 * 1024
 # Per entry, beyond its texts: the key tuple, the entry and its report (an estimate).
 _ENTRY_OVERHEAD = 400
@@ -75,6 +78,26 @@ class _Entry:
     ) -> None:
         self.item, self.fields, self.secrets = item, fields, secrets
         self.replaced, self.text, self.size = replaced, text, 0
+
+
+def _footprint(value: Any) -> int:
+    """Bytes held by ``value`` and every container and leaf in it, each object counted once
+    (an estimate from ``sys.getsizeof``: shared small values are counted as if not shared)."""
+    seen: set[int] = set()
+    total = 0
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        total += sys.getsizeof(v)
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list | tuple | set | frozenset):
+            stack.extend(v)
+    return total
 
 
 def _no_finish(item: Any) -> tuple[Any, int, str | None]:
@@ -171,7 +194,10 @@ class ContentMemo:
         return item, _Entry(item, dict(sub.fields), dict(sub.secrets), replaced, text)
 
     def _store(self, key: tuple[int, str, Any], entry: _Entry) -> None:
-        size = len(key[2]) + 2 * len(entry.text or key[2]) + _ENTRY_OVERHEAD
+        # What the entry holds in memory: its key, its text and the redacted item's objects
+        # (a structure of many small values takes several times its pickle's length).
+        text_size = sys.getsizeof(entry.text) if entry.text is not None else 0
+        size = sys.getsizeof(key[2]) + text_size + _footprint(entry.item) + _ENTRY_OVERHEAD
         if size > self._max_bytes:
             return
         entry.size = size

@@ -8,8 +8,8 @@ thread mode that thread shares the GIL with the agent; issue 13 counts CPU over 
 
 Contract of ``OTLPEncoder.encode(spans)``: the bytes of
 ``encode_spans(spans).SerializeToString()``: the same fields in the same order, the same
-grouping (by equal resource, then by equal instrumentation scope, in first-seen order), the same
-values. Anything it does not expect (an attribute value of another type, an int outside int64)
+grouping (in dicts by resource, then by instrumentation scope, in first-seen order, as
+``encode_spans`` does), the same values. Anything it does not expect (an attribute value of another type, an int outside int64)
 hands the whole batch to ``encode_spans``. As a guard against a future OpenTelemetry changing
 its encoding, each encoder compares its first batch with ``encode_spans`` and, if they differ,
 uses ``encode_spans`` from then on. A string UTF-8 cannot carry raises ``UnicodeEncodeError``
@@ -219,17 +219,6 @@ def _scope(scope: Any, keys: dict[str, bytes]) -> bytes:
     return b"".join(parts)
 
 
-def _group(items: list[tuple[Any, Any]], key: Any) -> Any:
-    """The value filed under ``key`` in ``items`` (identity first, then equality), or None."""
-    for k, v in items:
-        if k is key:
-            return v
-    for k, v in items:
-        if k == key:
-            return v
-    return None
-
-
 class OTLPEncoder:
     """``encode_spans(spans).SerializeToString()``, faster. One per exporter (it keeps the
     encoded form of attribute keys it has seen)."""
@@ -262,9 +251,11 @@ class OTLPEncoder:
 
     def _encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         keys = self._keys
-        # resource -> [(scope, [encoded span])], both in first-seen order, grouped by equality
-        # like OpenTelemetry's dict grouping (identity checked first: usually all the same).
-        groups: list[tuple[Any, list[tuple[Any, list[bytes]]]]] = []
+        # resource -> scope -> [encoded span]: dicts, as encode_spans groups them (hash, then
+        # equality: two equal resources with different hashes stay apart there, and here).
+        # The last span's list is reused while resource and scope are the same objects
+        # (usually all of them: the hash of a Resource is a JSON dump of its attributes).
+        groups: dict[Any, dict[Any, list[bytes]]] = {}
         last_resource: Any = object()
         last_scope: Any = object()
         last_list: list[bytes] = []
@@ -272,14 +263,7 @@ class OTLPEncoder:
             resource = span.resource
             scope = span.instrumentation_scope or None
             if resource is not last_resource or scope is not last_scope:
-                scopes = _group(groups, resource)
-                if scopes is None:
-                    scopes = []
-                    groups.append((resource, scopes))
-                last_list = _group(scopes, scope)
-                if last_list is None:
-                    last_list = []
-                    scopes.append((scope, last_list))
+                last_list = groups.setdefault(resource, {}).setdefault(scope, [])
                 last_resource, last_scope = resource, scope
             last_list.append(_span(span, keys))
             if n % YIELD_EVERY == 0:
@@ -287,9 +271,9 @@ class OTLPEncoder:
                 # the agent's threads get the GIL (an export thread shares it with them).
                 time.sleep(0)
         out = []
-        for resource, scopes in groups:
+        for resource, scopes in groups.items():
             body = [_ld(0x0A, b"".join(_attributes(resource.attributes, 0x0A, keys)))]
-            for scope, encoded in scopes:
+            for scope, encoded in scopes.items():
                 scope_body = [_ld(0x0A, _scope(scope, keys))]
                 scope_body.extend(_ld(0x12, s) for s in encoded)
                 schema = scope.schema_url if scope is not None else None
