@@ -244,7 +244,11 @@ def test_per_call_override_only_tightens(tmp_path: Path, monkeypatch: pytest.Mon
     assert SECRETS["hf_token"] not in text  # "keep" in an override cannot undo the operator's scrub
 
 
-texts = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
+# Never the mocked provider's failure trigger (tests/langfuse_helpers: a last user message that
+# says FAIL gets a 500): hypothesis also draws string literals from the code under test.
+texts = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40
+).filter(lambda t: "FAIL" not in t)
 
 
 @st.composite

@@ -10,9 +10,12 @@ Contract:
 
 - First message ``("init", ChildSpec)``; the answer is ``("ready", pid, loopback_guarded)``
   once the core is built, or ``("failed", text)`` (then it exits).
-- ``("items", items, secrets)``: records for ``Engine.handle`` (``secrets``: the parent's known
-  secret values when they changed since the last message, else None). An item that fails is
-  reported and costs only itself (``Engine.handle``); a message that fails costs only itself.
+- ``("items", blobs, secrets)``: each item pickled on its own, for ``Engine.handle``
+  (``secrets``: the parent's known secret values when they changed since the last message,
+  else None; learned first, whatever becomes of the items). An item that does not unpickle is
+  counted (``sidecar_unpicklable``) and costs only itself, as does one that fails in
+  ``Engine.handle``; a message that fails costs only itself. ``handled`` counts records (calls
+  and events), not control items.
 - ``("flush", seq, budget_s)`` / ``("shutdown", seq, budget_s)``: answered with
   ``("flushed" | "bye", seq, ok, stats, handled)``; after ``bye`` the process exits.
 - Along the way: ``("log", logger name, level, text)`` for every record at or above the
@@ -30,6 +33,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import pickle
 import select
 import signal
 import sys
@@ -59,6 +63,10 @@ class ChildSpec:
     log_level: int
     loopback_only: bool
     parent_pid: int
+
+
+# Items that carry a record (the others are control items, never counted as lost).
+_RECORD_KINDS = frozenset({"call", "event"})
 
 
 class _ToParent(logging.Handler):
@@ -94,7 +102,8 @@ class Child:
         _learn(spec.secrets)
         self.engine = Engine(spec.settings, policy=_policy(spec.policy), options=spec.options)
         self._budget = spec.options.flush_timeout_s
-        self.handled = 0
+        self.handled = 0  # records (calls and events) handled, control items not counted
+        self.unpicklable = 0  # records that did not unpickle here
         self._errors_sent: Counter[str] = Counter()
         self._last_stats: Any = None
         self._stats_due = time.monotonic()
@@ -129,11 +138,21 @@ class Child:
         """Handle one message; True when the child is done."""
         kind = message[0]
         if kind == "items":
-            _, items, secrets = message
+            _, blobs, secrets = message
             if secrets is not None:
-                _learn(secrets)
+                _learn(secrets)  # first: whatever becomes of the items
+            items = []
+            for blob in blobs:
+                try:
+                    items.append(pickle.loads(blob))
+                except Exception as exc:
+                    # A record that pickled there but does not unpickle here (an exception
+                    # with keyword-only arguments ...) costs only itself, and is counted.
+                    self.unpicklable += 1
+                    self.handled += 1
+                    guard.report("langfuse.sidecar.unpickle", exc)
             self.engine.handle(items)
-            self.handled += len(items)
+            self.handled += sum(1 for k, _ in items if k in _RECORD_KINDS)
             if time.monotonic() >= self._stats_due:
                 self._push_stats()
             return False
@@ -166,7 +185,10 @@ class Child:
         counts = guard.error_counts()
         new = {k: v - self._errors_sent[k] for k, v in counts.items() if v > self._errors_sent[k]}
         self._errors_sent.update(new)
-        return self.engine.stats(), self.handled, new
+        stats = self.engine.stats()
+        if self.unpicklable:
+            stats["dropped"]["sidecar_unpicklable"] = self.unpicklable
+        return stats, self.handled, new
 
     def _push_stats(self) -> None:
         self._stats_due = time.monotonic() + STATS_EVERY_S

@@ -245,6 +245,11 @@ class Sidecar:
             lost = self._sent - self._handled
             self._sent = self._handled
             self._replied.notify_all()
+            if not stopping:
+                # From now on nothing is written to its pipe: records wait for the fallback
+                # (handle waits until it is in place) instead of going nowhere uncounted.
+                self._writer = None
+                self._ready.clear()
         if stopping:
             return
         code = None
@@ -326,23 +331,30 @@ class Sidecar:
         self._send_items(writer, items, secrets)
 
     def _send_items(self, writer: Writer, items: list[tuple[str, Any]], secrets: Any) -> None:
-        try:
-            data = pickle.dumps(("items", items, secrets), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            # One odd item (something in a record that does not pickle) costs only itself.
-            if len(items) > 1:
-                for item in items:
-                    self._send_items(writer, [item], secrets)
-                    secrets = None
-                return
-            data = None
-            with self._lock:
-                self.dropped["sidecar_unpicklable"] += 1
-            guard.report("langfuse.sidecar.pickle", TypeError("a record does not pickle"))
-        if data is None:
-            return
+        """One frame: each item pickled on its own (one that does not pickle, or that the child
+        cannot unpickle, costs only itself) and the new secret values, which travel whatever
+        becomes of the items (a secret must never be lost with an odd record)."""
+        blobs: list[bytes] = []
+        records = 0
+        for item in items:
+            try:
+                blobs.append(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
+            except Exception:
+                with self._lock:
+                    self.dropped["sidecar_unpicklable"] += 1
+                guard.report("langfuse.sidecar.pickle", TypeError("a record does not pickle"))
+                continue
+            records += item[0] in _RECORD_KINDS
+        data = pickle.dumps(("items", blobs, secrets), protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
-            self._sent += len(items)
+            current = self._writer is writer
+            if current:
+                self._sent += records
+        if not current:
+            # The child went away after handle() looked: what it would have sent goes to the
+            # fallback instead (handle waits for it), not into a dead pipe.
+            self.handle(items)
+            return
         # A broken pipe: the child is gone, and the reader counts what it had not handled.
         with contextlib.suppress(OSError, ValueError):
             writer.send_bytes(data)
