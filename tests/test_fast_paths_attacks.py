@@ -124,18 +124,13 @@ def test_fast_otlp_encoder_groups_resources_as_encode_spans_does() -> None:
     assert OTLPEncoder()._encode(keep.spans) == expected
 
 
-def _finish(item: Any) -> tuple[Any, int, str | None]:
-    fixed, replaced = encodable(item)
-    return fixed, replaced, item_wire_text(fixed)
-
-
 def test_content_memo_memory_stays_near_its_bound() -> None:
     """The memo's bound counts key and text lengths; the redacted item it also keeps (a Python
     object graph) is not counted. Structured content of many small dicts (a tool result as
     JSON records, a JSON schema) costs several times its pickle in memory: measured 4-6x the
     bound, about 8x with shared references (the pickle memoises them, the copy does not)."""
     bound = 1 << 20
-    memo = ContentMemo(_finish, max_bytes=bound)
+    memo = ContentMemo(encodable, text_of=item_wire_text, max_bytes=bound)
     policy = RedactionPolicy.from_spec(None)
     gc.collect()
     tracemalloc.start()

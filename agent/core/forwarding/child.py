@@ -46,7 +46,7 @@ from agent.core import guard
 from agent.core.forwarding.pipe import EOF, Reader, Writer
 from agent.core.forwarding.settings import ForwarderOptions, LangfuseSettings
 
-__all__ = ["ChildSpec", "main"]
+__all__ = ["RECORD_KINDS", "ChildSpec", "main"]
 
 STATS_EVERY_S = 1.0
 NICE = 10  # added to the parent's scheduling niceness
@@ -65,8 +65,9 @@ class ChildSpec:
     parent_pid: int
 
 
-# Items that carry a record (the others are control items, never counted as lost).
-_RECORD_KINDS = frozenset({"call", "event"})
+# Items that carry a record (the others are control items, never counted as lost): what the
+# parent counts as sent and this process as handled.
+RECORD_KINDS = frozenset({"call", "event"})
 
 
 class _ToParent(logging.Handler):
@@ -152,7 +153,7 @@ class Child:
                     self.handled += 1
                     guard.report("langfuse.sidecar.unpickle", exc)
             self.engine.handle(items)
-            self.handled += sum(1 for k, _ in items if k in _RECORD_KINDS)
+            self.handled += sum(1 for k, _ in items if k in RECORD_KINDS)
             if time.monotonic() >= self._stats_due:
                 self._push_stats()
             return False

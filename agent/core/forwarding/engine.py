@@ -98,7 +98,9 @@ class Engine:
         # objects it is handed, and a remembered item is handed out again.
         remember = not policy.media_upload and sdk_internals.client_mask_is_unset(self.sdk.client)
         self.memo = ContentMemo(
-            self._finish, max_bytes=options.content_memo_bytes if remember else 0
+            encodable,  # a remembered item is handed out finished: see _redact
+            text_of=item_wire_text,
+            max_bytes=options.content_memo_bytes if remember else 0,
         )
         self.builder = Builder(
             client=self.sdk.client,
@@ -144,8 +146,8 @@ class Engine:
         """The policy's copy of ``record``, then every string made encodable: a lone surrogate
         (a non-UTF-8 file name in a tool error ...) would make the whole export batch fail."""
         if isinstance(record, CallRecord):
-            # Messages and tool definitions come out of the memo finished (_finish): the rest
-            # of the record is made encodable here.
+            # Messages and tool definitions come out of the memo encodable (its finish step):
+            # the rest of the record is made encodable here.
             red, report = redact(record, self.policy, memo=self.memo)
             rest, replaced = encodable(tuple(getattr(red, name) for name in _CALL_REST))
             if replaced:
@@ -158,12 +160,6 @@ class Engine:
         if report.unencodable:
             self.count("unencodable_replaced", report.unencodable)
         return red, report
-
-    def _finish(self, item: Any) -> tuple[Any, int, str | None]:
-        """A redacted message or tool definition as the memo keeps it: encodable, and its
-        wire text when the builder may hand the SDK text (see ``build.item_wire_text``)."""
-        fixed, replaced = encodable(item)
-        return fixed, replaced, item_wire_text(fixed) if self.builder.fast else None
 
     def _call(self, record: CallRecord) -> None:
         red, report = self._redact(record)

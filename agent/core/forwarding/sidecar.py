@@ -47,7 +47,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.core import guard
-from agent.core.forwarding.child import ChildSpec
+from agent.core.forwarding.child import RECORD_KINDS, ChildSpec
 from agent.core.forwarding.pipe import EOF, Reader, Writer
 from agent.core.forwarding.settings import ForwarderOptions, LangfuseSettings
 from agent.core.privacy.known import KNOWN_SECRETS
@@ -62,8 +62,6 @@ START_TIMEOUT_S = 30.0
 # After its deadline, how long a shutdown waits for a killed child to be reaped.
 _REAP_S = 1.0
 _CHILD_MODULE = "agent.core.forwarding.child"
-# Items that carry a record (the others are control items: a flush's or shutdown's marker).
-_RECORD_KINDS = frozenset({"call", "event"})
 
 
 def child_environment() -> dict[str, str]:
@@ -320,7 +318,7 @@ class Sidecar:
             return
         writer = self._writer
         if writer is None:  # stopped (a shutdown whose bound ran out before the child was up)
-            lost = sum(1 for kind, _ in items if kind in _RECORD_KINDS)  # not control items
+            lost = sum(1 for kind, _ in items if kind in RECORD_KINDS)  # not control items
             with self._lock:
                 self.dropped["sidecar_unavailable"] += lost
             return
@@ -344,7 +342,7 @@ class Sidecar:
                     self.dropped["sidecar_unpicklable"] += 1
                 guard.report("langfuse.sidecar.pickle", TypeError("a record does not pickle"))
                 continue
-            records += item[0] in _RECORD_KINDS
+            records += item[0] in RECORD_KINDS
         data = pickle.dumps(("items", blobs, secrets), protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
             current = self._writer is writer

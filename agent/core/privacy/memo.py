@@ -9,9 +9,10 @@ and remembered.
 Contract of ``ContentMemo``:
 
 - ``items(run, kind, values)`` (``kind``: ``"messages"`` or ``"tools"``) returns what
-  ``run.messages(values)`` / ``run.tools(values)`` would, each item passed through ``finish``
-  (the caller's last step, e.g. making strings encodable), and adds to ``run``'s report exactly
-  what redacting them would have added: fields, secret counts per kind, replaced code points.
+  ``run.messages(values)`` / ``run.tools(values)`` would, each item passed through
+  ``finish(item) -> (item, code points replaced)`` (the caller's last step, e.g. making strings
+  encodable), and adds to ``run``'s report exactly what redacting them would have added:
+  fields, secret counts per kind, replaced code points.
   A remembered item is the same object every time: callers must not mutate it.
 - The key is the item's pickle (an exact image of its content: types, keys in their order,
   every value), the kind and the compiled policy's ``token`` (unique per compiled policy, never
@@ -22,9 +23,11 @@ Contract of ``ContentMemo``:
   pipe so). Those bytes are then its key, and it is unpickled only when it is not remembered: a
   remembered item costs one dictionary lookup. (A message or tool definition is never ``bytes``
   itself, so the two cannot be confused.) One that does not unpickle fails closed.
-- Never remembered: an item that does not pickle, one whose redaction failed, and every item of a policy with a user hook (a hook need not be a pure
-  function of its input). Those are redacted on every call, as without the memo.
-- ``wire_text(item)`` is the text ``finish`` gave a remembered item (or None).
+- Never remembered: an item that does not pickle, one whose redaction failed, and every item
+  of a policy with a user hook (a hook need not be a pure function of its input). Those are
+  redacted on every call, as without the memo.
+- ``wire_text(item)`` is ``text_of(item)`` of a remembered item (or None), computed once, when
+  it is remembered (never for an item that is not).
 - Bounded: least recently used items are forgotten past ``max_bytes``: what an entry holds in
   memory (its key, its text and the redacted item's objects, from ``sys.getsizeof``);
   ``stats()`` counts hits, misses and evictions.
@@ -43,7 +46,7 @@ from agent.core.privacy.actions import FAILED
 from agent.core.privacy.content import Run
 from agent.core.privacy.known import KNOWN_SECRETS
 
-__all__ = ["MEMO_MAX_BYTES", "ContentMemo", "Finish"]
+__all__ = ["MEMO_MAX_BYTES", "ContentMemo", "Finish", "TextOf"]
 
 # Several sessions' worth of distinct history (a long session is a few hundred KB of text, a few
 # times that as Python objects).
@@ -54,8 +57,9 @@ _ENTRY_OVERHEAD = 400
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _dumps = pickle.dumps
 
-# finish(item) -> (item as sent, code points replaced, its wire text or None)
-Finish = Callable[[Any], tuple[Any, int, str | None]]
+# finish(item) -> (item as sent, code points replaced); text_of(item) -> its wire text or None
+Finish = Callable[[Any], tuple[Any, int]]
+TextOf = Callable[[Any], str | None]
 
 
 # What stands for an item that could not be unpickled (fail closed).
@@ -74,10 +78,10 @@ class _Entry:
         fields: dict[str, str],
         secrets: dict[str, int],
         replaced: int,
-        text: str | None,
     ) -> None:
         self.item, self.fields, self.secrets = item, fields, secrets
-        self.replaced, self.text, self.size = replaced, text, 0
+        self.replaced, self.size = replaced, 0
+        self.text: str | None = None  # set when it is remembered (ContentMemo._store)
 
 
 def _footprint(value: Any) -> int:
@@ -100,15 +104,26 @@ def _footprint(value: Any) -> int:
     return total
 
 
-def _no_finish(item: Any) -> tuple[Any, int, str | None]:
-    return item, 0, None
+def _no_finish(item: Any) -> tuple[Any, int]:
+    return item, 0
+
+
+def _no_text(item: Any) -> str | None:
+    return None
 
 
 class ContentMemo:
     """See the module docstring."""
 
-    def __init__(self, finish: Finish = _no_finish, *, max_bytes: int = MEMO_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        finish: Finish = _no_finish,
+        *,
+        text_of: TextOf = _no_text,
+        max_bytes: int = MEMO_MAX_BYTES,
+    ) -> None:
         self._finish = finish
+        self._text_of = text_of
         self._max_bytes = max(0, int(max_bytes))
         self._entries: OrderedDict[tuple[int, str, Any], _Entry] = OrderedDict()
         self._by_id: dict[int, _Entry] = {}
@@ -184,16 +199,17 @@ class ContentMemo:
                 run.fail(kind, exc)
                 return dict(_FAILED_ITEM[kind]), None
         red = sub.message(value) if kind == "messages" else sub.tools((value,))[0]
-        item, replaced, text = self._finish(red)
+        item, replaced = self._finish(red)
         run.fields.update(sub.fields)
         run.secrets.update(sub.secrets)
         run.failures += sub.failures
         run.unencodable += replaced
         if sub.failures:
             return item, None
-        return item, _Entry(item, dict(sub.fields), dict(sub.secrets), replaced, text)
+        return item, _Entry(item, dict(sub.fields), dict(sub.secrets), replaced)
 
     def _store(self, key: tuple[int, str, Any], entry: _Entry) -> None:
+        entry.text = self._text_of(entry.item)
         # What the entry holds in memory: its key, its text and the redacted item's objects
         # (a structure of many small values takes several times its pickle's length).
         text_size = sys.getsizeof(entry.text) if entry.text is not None else 0
