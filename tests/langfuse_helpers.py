@@ -16,6 +16,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -270,3 +271,48 @@ def attr_json(span: dict[str, Any], key: str) -> Any:
         return json.loads(raw)
     except (TypeError, ValueError):
         return raw
+
+
+@dataclass
+class Direct:
+    """What ``direct_forwarder`` yields; ``report`` is the forwarder's shutdown report, filled
+    on leaving the block."""
+
+    sink: FakeLangfuse
+    forwarder: Any
+    session: Any
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def direct_forwarder(
+    tmp_path: Path, *, mode: str, spec: str | None = None, user_id: str = "u", **options: Any
+) -> Iterator[Direct]:
+    """A ``LangfuseForwardingLogger`` built directly (no config layers: ``mode``, the policy
+    ``spec`` and any other ``ForwarderOptions``) with fresh keys, registered with litellm and
+    sending to a loopback LangFuse of its own, and a session (turn 1) whose calls it forwards.
+    On leaving: shut down (report kept), unregistered, the LangFuse stopped."""
+    from agent.core.forwarding.logger import LangfuseForwardingLogger
+    from agent.core.forwarding.register import register, unregister
+    from agent.core.forwarding.settings import ForwarderOptions, LangfuseSettings
+    from agent.core.privacy.redaction import RedactionPolicy
+    from agent.core.session import Session
+
+    sink = FakeLangfuse().start()
+    pk, sk = fresh_keys()
+    fwd = LangfuseForwardingLogger(
+        LangfuseSettings(host=sink.url, public_key=pk, secret_key=sk),
+        policy=RedactionPolicy.from_spec(spec),
+        options=ForwarderOptions(mode=mode, **options),
+    )
+    register(fwd)
+    direct = Direct(sink, fwd, None)
+    try:
+        obs = Observability(AgentConfig(telemetry_dir=tmp_path / mode), hf_sink=None, forwarder=fwd)
+        direct.session = Session(user_id=user_id, observability=obs)
+        direct.session.turn_index = 1
+        yield direct
+    finally:
+        direct.report = fwd.shutdown(10)
+        unregister(fwd)
+        sink.stop()

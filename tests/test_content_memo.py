@@ -23,18 +23,14 @@ from typing import Any
 
 import pytest
 
-from agent.config import AgentConfig
 from agent.core import llm
-from agent.core.forwarding.logger import LangfuseForwardingLogger
-from agent.core.forwarding.register import register, unregister
 from agent.core.forwarding.settings import ForwarderOptions, LangfuseSettings
-from agent.core.observability import Observability
 from agent.core.privacy.known import KNOWN_SECRETS
 from agent.core.privacy.memo import ContentMemo
 from agent.core.privacy.redaction import RedactionPolicy, redact
 from agent.core.records import CallRecord
-from agent.core.session import Session
 from agent.testing.fake_langfuse import FakeLangfuse
+from tests.langfuse_helpers import direct_forwarder
 
 MODEL = "openai/gpt-4o-mini"
 OPENAI_KEY = "sk-proj-" + "Ab3" * 16  # the catalogue's OpenAI key form
@@ -113,50 +109,29 @@ def _comparable(span: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _run_session(
-    tmp_path: Path, *, mode: str, memo_bytes: int, learn_after: int | None = None
-) -> list[dict[str, Any]]:
+def _run_session(tmp_path: Path, *, mode: str, memo_bytes: int) -> list[dict[str, Any]]:
     """One session's calls through a forwarder (``mode``, memo size); what LangFuse got, in
-    call order. ``learn_after``: the provider key is used as ``api_key=`` from that call on
-    (the agent learns it then: it is a known secret from then on)."""
-    sink = FakeLangfuse().start()
-    tag = uuid.uuid4().hex[:10]
-    settings = LangfuseSettings(host=sink.url, public_key=f"pk-lf-{tag}", secret_key=f"sk-{tag}")
-    fwd = LangfuseForwardingLogger(
-        settings,
-        policy=RedactionPolicy.from_spec(None),
-        options=ForwarderOptions(mode=mode, content_memo_bytes=memo_bytes),
-    )
-    register(fwd)
-    try:
-        obs = Observability(AgentConfig(telemetry_dir=tmp_path / mode), hf_sink=None, forwarder=fwd)
-        session = Session(user_id="memo-user", observability=obs)
-        session.turn_index = 1
-        calls = _history()
+    call order."""
+    calls = _history()
+    with direct_forwarder(
+        tmp_path, mode=mode, user_id="memo-user", content_memo_bytes=memo_bytes
+    ) as d:
 
         async def main() -> None:
             for i, messages in enumerate(calls):
-                extra: dict[str, Any] = {}
-                if learn_after is not None and i >= learn_after:
-                    extra["api_key"] = f"unusual-{tag}-value-of-a-provider"
                 await llm.complete(
-                    session,
+                    d.session,
                     kind="main",
                     model=MODEL,
                     messages=messages,
                     tools=TOOLS,
                     mock_response=f"reply {i}",
-                    **extra,
                 )
             await llm.adrain_callbacks(30)
 
         asyncio.run(main())
-        assert fwd.flush(30)
-        return _generations(sink, len(calls))
-    finally:
-        fwd.shutdown(10)
-        unregister(fwd)
-        sink.stop()
+        assert d.forwarder.flush(30)
+        return _generations(d.sink, len(calls))
 
 
 def test_the_memo_changes_nothing_on_the_wire(tmp_path: Path) -> None:

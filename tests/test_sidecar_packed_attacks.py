@@ -18,15 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.config import AgentConfig
 from agent.core import llm
-from agent.core.forwarding.logger import LangfuseForwardingLogger
-from agent.core.forwarding.register import register, unregister
-from agent.core.forwarding.settings import ForwarderOptions, LangfuseSettings
-from agent.core.observability import Observability
-from agent.core.privacy.redaction import RedactionPolicy
-from agent.core.session import Session
 from agent.testing.fake_langfuse import FakeLangfuse
+from tests.langfuse_helpers import direct_forwarder
 
 MODEL = "openai/gpt-4o-mini"
 _VARYING = ("hf_event_id", "turn_index", "completion_start_time")
@@ -64,20 +58,8 @@ def run_calls(
     """Each of ``calls`` (llm.complete keywords) through one forwarder; the generations on the
     wire, in call order (by ``metadata={"n": i}``), and the shutdown report.
     ``between(i, fwd)`` runs before call i."""
-    sink = FakeLangfuse().start()
-    tag = uuid.uuid4().hex[:10]
-    settings = LangfuseSettings(host=sink.url, public_key=f"pk-lf-{tag}", secret_key=f"sk-{tag}")
-    fwd = LangfuseForwardingLogger(
-        settings,
-        policy=RedactionPolicy.from_spec(spec),
-        options=ForwarderOptions(mode=mode, **options),
-    )
-    register(fwd)
-    report: dict[str, Any] = {}
-    try:
-        obs = Observability(AgentConfig(telemetry_dir=tmp_path / mode), hf_sink=None, forwarder=fwd)
-        session = Session(user_id="attack-user", observability=obs)
-        session.turn_index = 1
+    with direct_forwarder(tmp_path, mode=mode, spec=spec, user_id="attack-user", **options) as d:
+        fwd, session, sink = d.forwarder, d.session, d.sink
 
         async def main() -> None:
             for i, kw in enumerate(calls):
@@ -96,10 +78,7 @@ def run_calls(
         fwd.flush(30)
         if wait_for is not None:
             sink.wait_for_spans(wait_for, timeout=10)
-    finally:
-        report = fwd.shutdown(10)
-        unregister(fwd)
-        sink.stop()
+    report = d.report
     gens = _gens(sink)
 
     gens.sort(key=lambda s: s["start_time_ns"])
